@@ -1,0 +1,76 @@
+# Nightly text-classification pipeline. `make demo` and `make test` are all a new user needs;
+# both install what they need on first use (a .venv, the Python package, the Go exporter).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMPS := .stamps
+EXPORTER := go-exporter/bin/go-exporter
+
+# Keep every cache inside the checkout: nothing outside it is written by the pipeline.
+export GOCACHE      := $(CURDIR)/.cache/go-build
+export GOMODCACHE   := $(CURDIR)/.cache/go-mod
+export GOFLAGS      := -modcacherw
+export GOTOOLCHAIN  := local
+export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
+export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
+
+GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
+
+.PHONY: help setup demo test lint bench clean distclean nightly backfill serve
+
+help:
+	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
+	@echo "make test      run the Python and Go test suites"
+	@echo "make lint      ruff, gofmt, go vet"
+	@echo "make bench     benchmarks (prints ratios measured side by side)"
+	@echo "make nightly DATE=YYYY-MM-DD | make backfill START=... END=... | make serve"
+	@echo "make clean     remove generated data and build outputs (keeps .venv)"
+
+setup: $(STAMPS)/venv $(EXPORTER)
+
+$(STAMPS)/venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,dask]'
+	@touch $@
+
+$(EXPORTER): $(GO_SOURCES)
+	cd go-exporter && go build -trimpath -o bin/go-exporter .
+
+demo: setup
+	$(PY) -m pipeline demo
+
+test: setup
+	$(PY) -m pytest -q
+	cd go-exporter && go vet ./... && go test ./...
+
+lint: setup
+	$(PY) -m ruff check pipeline tests
+	$(PY) -m ruff format --check pipeline tests
+	@out=$$(gofmt -l go-exporter); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+	cd go-exporter && go vet ./...
+
+bench: setup
+	$(PY) -m pipeline.bench
+
+DATE ?= $(shell date -u +%F)
+nightly: setup
+	$(PY) -m pipeline run --date '$(DATE)'
+
+backfill: setup
+	@test -n "$(START)" -a -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD" >&2; exit 2; }
+	$(PY) -m pipeline backfill --start '$(START)' --end '$(END)'
+
+serve: setup
+	$(PY) -m pipeline serve
+
+clean:
+	rm -rf go-exporter/bin .pytest_cache .ruff_cache data/.prefect
+	find data -mindepth 2 -maxdepth 2 ! -name .gitkeep -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) $(STAMPS) .cache

@@ -1,0 +1,177 @@
+"""The `pipeline` command line (also `python -m pipeline`).
+
+    pipeline [--data-dir DIR] demo
+    pipeline [--data-dir DIR] ingest SOURCE... --date YYYY-MM-DD
+    pipeline [--data-dir DIR] train [--start DATE --end DATE] [--config FILE] [--set KEY=VALUE ...]
+    pipeline [--data-dir DIR] score --date YYYY-MM-DD [--model VERSION]
+    pipeline [--data-dir DIR] export --date YYYY-MM-DD [--format ndjson|json]
+    pipeline [--data-dir DIR] run --date YYYY-MM-DD
+    pipeline [--data-dir DIR] backfill --start DATE --end DATE
+    pipeline [--data-dir DIR] models
+
+Exit codes: 0 done, 1 a pipeline error (bad input, missing model, failed export), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__, lake
+from pipeline.errors import InputError, PipelineError
+
+
+def _date(value: str) -> str:
+    try:
+        return lake.parse_date(value)
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _model_name(value: str) -> str:
+    try:
+        return lake.check_name(value, "model")
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pipeline", description="Nightly batch text classification.")
+    p.add_argument("--version", action="version", version=f"pipeline {__version__}")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("PIPELINE_DATA_DIR", "data")),
+        help="data root (default: $PIPELINE_DATA_DIR or ./data)",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("demo", help="generate a synthetic corpus and run every stage on it")
+
+    s = sub.add_parser("ingest", help="raw CSV/TSV/Parquet files -> the lake partition of a date")
+    s.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
+    s.add_argument("--date", type=_date, required=True)
+    s.add_argument("--text-column", default="text")
+    s.add_argument("--label-column", default="label")
+    s.add_argument("--id-column", default="id")
+    s.add_argument("--classes", type=Path, help="file of class names, one a line; other labels are quarantined")
+    s.add_argument("--max-text-chars", type=int, default=10_000)
+    s.add_argument("--max-bad-fraction", type=float, default=1.0, help="fail (publish nothing) above this")
+
+    s = sub.add_parser("train", help="train on labelled lake rows; the new model becomes `latest`")
+    s.add_argument("--start", type=_date)
+    s.add_argument("--end", type=_date)
+    s.add_argument("--config", type=Path, help="TOML file with [vocab] [model] [train] [score] tables")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set model.rnn_type=gru")
+
+    s = sub.add_parser("score", help="score the lake partition of a date into Arrow prediction files")
+    s.add_argument("--date", type=_date, required=True)
+    s.add_argument("--model", type=_model_name, help="model version (default: latest)")
+
+    s = sub.add_parser("export", help="prediction files of a date -> PredictionResult JSON (go-exporter)")
+    s.add_argument("--date", type=_date, required=True)
+    s.add_argument("--format", choices=["ndjson", "json"], default="ndjson")
+
+    s = sub.add_parser("run", help="the nightly job: ingest raw/<date>/, score, export")
+    s.add_argument("--date", type=_date, required=True)
+
+    s = sub.add_parser("backfill", help="run the nightly job for each date in a range")
+    s.add_argument("--start", type=_date, required=True)
+    s.add_argument("--end", type=_date, required=True)
+
+    sub.add_parser("models", help="list trained models with their validation metrics")
+    return p
+
+
+def configure_environment(root: Path) -> None:
+    """Keep Prefect's state and every cache inside the data directory; no telemetry."""
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline")
+    os.environ.setdefault("MPLCONFIGDIR", str(root / ".prefect" / "matplotlib"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    root = args.data_dir.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    configure_environment(root)
+    try:
+        result = _dispatch(args, str(root))
+    except PipelineError as e:
+        print(f"pipeline: error: {e}", file=sys.stderr)
+        return 1
+    if result is not None:
+        print(result)
+    return 0
+
+
+def _dispatch(args: argparse.Namespace, root: str) -> str | None:
+    if args.command == "models":
+        from pipeline import registry
+
+        rows = registry.list_models(lake.DataDir.at(root).models)
+        if not rows:
+            return "no models yet; run `pipeline train`"
+        return "\n".join(
+            f"{'*' if r['latest'] else ' '} {r['version']}  {r['created']}  {r['rnn_type']:<5} "
+            f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
+            for r in rows
+        )
+
+    from pipeline import demo, flows  # imports Prefect: after configure_environment
+
+    if args.command == "demo":
+        return demo.format_summary(flows.demo_flow(root))
+    if args.command == "ingest":
+        from pipeline.ingest import IngestConfig
+
+        classes = None
+        if args.classes is not None:
+            if not args.classes.is_file():
+                msg = f"{args.classes}: classes file not found"
+                raise InputError(msg)
+            classes = tuple(x.strip() for x in args.classes.read_text(encoding="utf-8").splitlines() if x.strip())
+        cfg = IngestConfig(
+            text_column=args.text_column, label_column=args.label_column, id_column=args.id_column,
+            classes=classes, max_text_chars=args.max_text_chars, max_bad_fraction=args.max_bad_fraction,
+        )
+        m = flows.ingest_flow(root, args.date, [str(s) for s in args.sources], cfg)
+        return _brief(m, ["date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason"])
+    if args.command == "train":
+        m = flows.train_flow(
+            root, args.start, args.end, str(args.config) if args.config else None, args.overrides
+        )
+        return _brief(m, ["version", "skipped", "val_accuracy", "val_macro_f1", "path"])
+    if args.command == "score":
+        return _brief(flows.score_flow(root, args.date, args.model), ["date", "rows", "model_version", "skipped"])
+    if args.command == "export":
+        return _brief(flows.export_flow(root, args.date, args.format), ["date", "rows", "path", "skipped"])
+    if args.command == "run":
+        return json.dumps(_small(flows.nightly_flow(root, args.date)), indent=2)
+    if args.command == "backfill":
+        return json.dumps([_small(s) for s in flows.backfill_flow(root, args.start, args.end)], indent=2)
+    raise AssertionError(args.command)
+
+
+def _brief(m: dict[str, Any], keys: list[str]) -> str:
+    return json.dumps({k: m.get(k) for k in keys}, indent=2, ensure_ascii=False)
+
+
+def _small(summary: dict[str, Any]) -> dict[str, Any]:
+    """A nightly summary without the bulky parts of the manifests."""
+    out: dict[str, Any] = {"date": summary["date"]}
+    if "ingest" in summary:
+        out["ingest"] = {k: summary["ingest"][k] for k in ("rows_read", "rows_kept", "rows_quarantined")}
+    out["score"] = {k: summary["score"][k] for k in ("rows", "model_version", "skipped")}
+    out["export"] = {k: summary["export"][k] for k in ("rows", "path", "skipped")}
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main())

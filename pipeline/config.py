@@ -1,0 +1,140 @@
+"""Configuration: frozen dataclasses composed into one `PipelineConfig`.
+
+Resolution order: defaults in code, then an optional TOML file, then `--set section.key=value`
+overrides. Unknown sections or keys are errors. No side effects: nothing here touches the disk
+except reading the TOML file it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.errors import ConfigError
+from pipeline.model import ModelConfig
+from pipeline.vocab import VocabConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    val_fraction: float = 0.1
+    seed: int = 13
+    patience: int = 3  # epochs without validation improvement before stopping
+    lr_schedule: Literal["plateau", "none"] = "plateau"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    batch_size: int = 256
+    shard_rows: int = 1_000_000  # rows per Arrow file
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Defaults <- TOML file <- `section.key=value` overrides."""
+    raw: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            msg = f"{path}: config file not found"
+            raise ConfigError(msg) from None
+        except tomllib.TOMLDecodeError as e:
+            msg = f"{path}: not valid TOML ({e})"
+            raise ConfigError(msg) from None
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot:
+            msg = f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=5"
+            raise ConfigError(msg)
+        raw.setdefault(section, {})[name] = _parse_value(value.strip())
+    return from_dict(raw, source=str(path) if path else "--set")
+
+
+def from_dict(raw: dict[str, Any], *, source: str = "config") -> PipelineConfig:
+    sections = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+    built: dict[str, Any] = {}
+    for name, values in raw.items():
+        if name not in sections:
+            msg = f"{source}: unknown section `{name}`; known: {sorted(sections)}"
+            raise ConfigError(msg)
+        if not isinstance(values, dict):
+            msg = f"{source}: `{name}` must be a table of keys"
+            raise ConfigError(msg)
+        cls = _section_class(name)
+        built[name] = _build(cls, values, f"{source}: {name}")
+    return PipelineConfig(**built)
+
+
+def to_dict(cfg: PipelineConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _section_class(name: str) -> type:
+    hints = typing.get_type_hints(PipelineConfig)
+    return hints[name]
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in values.items():
+        if key not in fields:
+            msg = f"{where}: unknown key `{key}`; known: {sorted(fields)}"
+            raise ConfigError(msg)
+        out[key] = _check_type(value, hints[key], f"{where}.{key}")
+    return cls(**out)
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            msg = f"{where}: {value!r} is not one of {list(typing.get_args(tp))}"
+            raise ConfigError(msg)
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(tp):
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError:
+                continue
+        msg = f"{where}: {value!r} does not match {tp}"
+        raise ConfigError(msg)
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected nothing")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        msg = f"{where}: expected {tp.__name__}, got {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML literal (5, 0.1, true, "x"), or the bare text as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

@@ -1,0 +1,21 @@
+"""The pipeline's small exception hierarchy: every error a user can cause is a `PipelineError`."""
+
+
+class PipelineError(Exception):
+    """Base class: a problem with input, configuration or state that the user can fix."""
+
+
+class InputError(PipelineError):
+    """A raw file, row or column is missing or malformed."""
+
+
+class ConfigError(PipelineError):
+    """A configuration file or `--set` override is invalid."""
+
+
+class ModelError(PipelineError):
+    """A model folder is missing, incomplete or does not match the data it is asked to score."""
+
+
+class ExportError(PipelineError):
+    """The go-exporter process failed or could not be found."""

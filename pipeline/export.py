@@ -1,0 +1,80 @@
+"""Export: prediction shards -> PredictionResult JSON, by running the go-exporter program.
+
+go-exporter writes its output atomically itself (a temporary file, then rename), so an export file
+is either complete or absent. The manifest beside it records what it was made from.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline import lake
+from pipeline.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FIELDS = ("id", "text", "label", "score", "model_version", "partition")
+_REPO_BINARY = Path(__file__).resolve().parents[1] / "go-exporter" / "bin" / "go-exporter"
+
+
+def find_exporter() -> Path:
+    """`$PIPELINE_EXPORTER`, else the checkout's `go-exporter/bin/go-exporter`, else `go-exporter` on PATH."""
+    env = os.environ.get("PIPELINE_EXPORTER")
+    candidates = [Path(env)] if env else []
+    candidates.append(_REPO_BINARY)
+    found = shutil.which("go-exporter")
+    if found:
+        candidates.append(Path(found))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return c
+    msg = (
+        f"go-exporter not found (looked at {', '.join(map(str, candidates))}); "
+        "hint: `make setup` builds it, or set PIPELINE_EXPORTER"
+    )
+    raise ExportError(msg)
+
+
+def export_partition(
+    data: lake.DataDir,
+    date: str,
+    *,
+    fmt: Literal["ndjson", "json"] = "ndjson",
+    fields: tuple[str, ...] = DEFAULT_FIELDS,
+) -> dict[str, Any]:
+    """Export the predictions of `date` to `exports/date=D/predictions.<fmt>`; skip if up to date."""
+    pred_dir = data.predictions(date)
+    pm = lake.require_manifest(pred_dir, hint=f"run `pipeline score --date {date}` first")
+    out_dir = data.exports(date)
+    out = out_dir / f"predictions.{fmt}"
+    inputs = {"shards": [s["sha256"] for s in pm["shards"]], "format": fmt, "fields": list(fields)}
+    manifest_path = out_dir / f"_manifest.{fmt}.json"
+    if out.is_file() and manifest_path.is_file():
+        m = lake.read_json(manifest_path)
+        if m.get("inputs") == inputs and m.get("sha256") == lake.sha256_file(out):
+            log.info("export for %s is up to date; nothing to do", date)
+            return {**m, "skipped": True}
+    exporter = find_exporter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(exporter), "-format", fmt, "-fields", ",".join(fields), "-o", str(out), str(pred_dir)]
+    log.info("running %s", " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        msg = f"go-exporter failed for {date} (exit {proc.returncode}): {proc.stderr.strip()}"
+        raise ExportError(msg)
+    manifest = {
+        "date": date,
+        "path": str(out.relative_to(data.root)),
+        "rows": pm["rows"],
+        "sha256": lake.sha256_file(out),
+        "inputs": inputs,
+        "model_version": pm["model_version"],
+    }
+    lake.write_json(manifest_path, manifest)
+    log.info("%s: %d rows exported to %s", date, pm["rows"], out)
+    return {**manifest, "skipped": False}

@@ -1,0 +1,241 @@
+"""The only code that lays out, reads and writes the data directory.
+
+Layout under the data root (`--data-dir`, `PIPELINE_DATA_DIR`, default `./data`):
+
+    raw/<date>/                      incoming files for a date
+    lake/texts/date=YYYY-MM-DD/      ingested Parquet + _manifest.json
+    lake/quarantine/date=YYYY-MM-DD/ rejected rows with a reason
+    vocab/                           vocabularies, named by content hash
+    models/<version>/                weights, config, metrics, pictures; models/latest -> <version>
+    predictions/date=YYYY-MM-DD/     Arrow IPC shards + _manifest.json
+    exports/date=YYYY-MM-DD/         PredictionResult JSON
+    runs/                            run summaries
+
+Every file is written atomically (temporary file beside it, fsync, rename) and every partition is
+published as a whole folder: written under a hidden temporary name, then swapped into place, so a
+reader never sees a half-written partition and a crash leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputError, PipelineError
+
+MANIFEST = "_manifest.json"
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def parse_date(value: str) -> str:
+    """Return `value` if it is a real calendar date `YYYY-MM-DD`, else raise `InputError`."""
+    if not isinstance(value, str) or not _DATE_RE.match(value):
+        msg = f"`date` must look like YYYY-MM-DD, got {value!r}"
+        raise InputError(msg)
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        msg = f"`date` {value!r} is not a calendar date"
+        raise InputError(msg) from None
+    return value
+
+
+def date_range(start: str, end: str) -> list[str]:
+    """Every date from `start` to `end` inclusive."""
+    a, b = dt.date.fromisoformat(parse_date(start)), dt.date.fromisoformat(parse_date(end))
+    if b < a:
+        msg = f"`end` {end} is before `start` {start}"
+        raise InputError(msg)
+    return [(a + dt.timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
+
+
+def check_name(value: str, what: str) -> str:
+    """A version or file name from the user: a plain name that cannot escape its folder."""
+    if not _NAME_RE.match(value or "") or value in {".", ".."}:
+        msg = f"`{what}` must be a plain name (letters, digits, '.', '_', '-'), got {value!r}"
+        raise InputError(msg)
+    return value
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Paths of every stage under one data root."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> DataDir:
+        return cls(Path(root).resolve())
+
+    def raw(self, date: str) -> Path:
+        return self.root / "raw" / parse_date(date)
+
+    def texts(self, date: str) -> Path:
+        return self.root / "lake" / "texts" / f"date={parse_date(date)}"
+
+    def quarantine(self, date: str) -> Path:
+        return self.root / "lake" / "quarantine" / f"date={parse_date(date)}"
+
+    @property
+    def vocab(self) -> Path:
+        return self.root / "vocab"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def model(self, version: str) -> Path:
+        return self.models / check_name(version, "model")
+
+    def predictions(self, date: str) -> Path:
+        return self.root / "predictions" / f"date={parse_date(date)}"
+
+    def exports(self, date: str) -> Path:
+        return self.root / "exports" / f"date={parse_date(date)}"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def text_dates(self) -> list[str]:
+        """Dates that have a complete (manifested) lake partition, sorted."""
+        base = self.root / "lake" / "texts"
+        if not base.is_dir():
+            return []
+        out = []
+        for p in base.iterdir():
+            if p.name.startswith("date=") and (p / MANIFEST).is_file():
+                out.append(p.name.removeprefix("date="))
+        return sorted(out)
+
+
+# ---------------------------------------------------------------------------- atomic files
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write canonical JSON (sorted keys, 2-space indent, trailing newline)."""
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"{path}: not found"
+        raise PipelineError(msg) from None
+    except json.JSONDecodeError as e:
+        msg = f"{path}: not valid JSON ({e}); the file is damaged, re-run the stage that writes it"
+        raise PipelineError(msg) from None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------- partitions
+
+
+@contextmanager
+def publish_dir(final: Path) -> Iterator[Path]:
+    """Yield an empty hidden folder beside `final`; on success it replaces `final` as a whole.
+
+    The swap is two renames (old -> hidden backup, new -> final). A crash between them leaves
+    `final` missing and the backup present; `recover_dir` puts the backup back.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(final)
+    token = uuid.uuid4().hex[:8]
+    tmp = final.with_name(f".{final.name}.tmp-{token}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        backup = final.with_name(f".{final.name}.old-{token}")
+        if final.exists():
+            os.rename(final, backup)
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)
+        shutil.rmtree(backup, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_dir(final: Path) -> None:
+    """Undo a publish that crashed between its two renames, and drop stale temporary folders."""
+    if not final.parent.is_dir():
+        return
+    backups = sorted(final.parent.glob(f".{final.name}.old-*"))
+    if backups and not final.exists():
+        os.rename(backups[-1], final)
+        backups = backups[:-1]
+    for p in [*backups, *final.parent.glob(f".{final.name}.tmp-*")]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of a complete partition, or None when there is none (absent or never finished)."""
+    recover_dir(folder)
+    p = folder / MANIFEST
+    return read_json(p) if p.is_file() else None
+
+
+def require_manifest(folder: Path, hint: str) -> dict[str, Any]:
+    m = read_manifest(folder)
+    if m is None:
+        msg = f"{folder}: no complete partition here; {hint}"
+        raise PipelineError(msg)
+    return m
+
+
+def list_files(folder: Path, suffix: str) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith((".", "_")))

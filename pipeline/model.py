@@ -1,0 +1,97 @@
+"""The classifier family: embedding -> RNN/LSTM/GRU (layers, directions, dropout) -> pooling -> linear.
+
+The four classifiers of the classic RNN lesson are configurations of it:
+
+    RNN, mean pooling            ModelConfig(rnn_type="rnn", pooling="mean")
+    LSTM, last hidden state      ModelConfig(rnn_type="lstm", pooling="last")
+    bidirectional LSTM           ModelConfig(rnn_type="lstm", bidirectional=True)
+    3-layer BiLSTM with dropout  ModelConfig(rnn_type="lstm", bidirectional=True, num_layers=3, dropout=0.3)
+
+Sequences go through `pack_padded_sequence`, so padding never changes a prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    rnn_type: Literal["rnn", "lstm", "gru"] = "lstm"
+    embed_dim: int = 64
+    hidden_dim: int = 128
+    num_layers: int = 1
+    bidirectional: bool = False
+    pooling: Literal["last", "mean", "max"] = "last"
+    dropout: float = 0.0  # between RNN layers and before the linear head
+    max_len: int = 256  # tokens kept per text (the first ones)
+
+
+_RNN = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class TextClassifier(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=0)
+        self.rnn = _RNN[cfg.rnn_type](
+            cfg.embed_dim,
+            cfg.hidden_dim,
+            num_layers=cfg.num_layers,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        directions = 2 if cfg.bidirectional else 1
+        self.head = nn.Linear(cfg.hidden_dim * directions, num_classes)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids (B, T) padded with 0, lengths (B,) all >= 1 -> logits (B, C)."""
+        x = self.embedding(ids)  # (B, T, E)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, h = self.rnn(packed)
+        if self.cfg.pooling == "last":
+            h_n = h[0] if isinstance(h, tuple) else h  # (layers * dirs, B, H), batch in input order
+            if self.cfg.bidirectional:
+                pooled = torch.cat([h_n[-2], h_n[-1]], dim=1)  # forward and backward of the top layer
+            else:
+                pooled = h_n[-1]  # (B, H)
+        else:
+            y, _ = pad_packed_sequence(out, batch_first=True)  # (B, T', D), T' = max(lengths)
+            mask = torch.arange(y.size(1), device=y.device)[None, :] < lengths.to(y.device)[:, None]  # (B, T')
+            if self.cfg.pooling == "mean":
+                pooled = (y * mask[..., None]).sum(1) / lengths.to(y.device)[:, None].to(y.dtype)
+            else:
+                pooled = y.masked_fill(~mask[..., None], float("-inf")).amax(1)
+        return self.head(self.dropout(pooled))  # (B, C)
+
+
+def pad_batch(ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variable-length 1-D id tensors -> (B, T) right-padded with 0, and their lengths (B,)."""
+    lengths = torch.tensor([len(t) for t in ids], dtype=torch.int64)
+    return nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=0), lengths
+
+
+def batch_from_flat(ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of a flat encoding (ids, offsets) -> (B, T) right-padded with 0, and lengths (B,), vectorised.
+
+        ids      [a a a b c c]        offsets [0 3 4 6]
+        rows [2, 0] ->  [[c c 0]      lengths [2 3]
+                         [a a a]]
+    """
+    starts = offsets[rows]
+    lengths = offsets[rows + 1] - starts  # (B,)
+    t = int(lengths.max()) if len(rows) else 0
+    pos = np.arange(t)[None, :]  # (1, T)
+    mask = pos < lengths[:, None]  # (B, T)
+    idx = np.minimum(starts[:, None] + pos, max(len(ids) - 1, 0))
+    x = np.where(mask, ids[idx], 0)
+    return torch.from_numpy(x), torch.from_numpy(lengths.astype(np.int64))

@@ -1,0 +1,57 @@
+"""One tokenizer for vocabulary building, training and scoring.
+
+English follows torchtext's `basic_english` rules: lower-case, `<br />` and `"` removed, `; :` are
+separators, `' . , ( ) ! ?` become tokens of their own, everything else splits on whitespace.
+Every Chinese (Han) character is a token of its own. Numbers are kept as they are.
+
+`tokenize_expr` is the vectorised form (a polars expression, used everywhere in the pipeline);
+`tokenize_py` is the same rules in plain Python `re`, the reference the tests compare against.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+TOKENIZER_NAME = "basic_english+han"
+TOKENIZER_VERSION = 1
+
+# CJK Unified Ideographs, extension A, compatibility ideographs, extensions B-F.
+_HAN_RANGES = [(0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F)]
+_PUNCT = ".,()!?'"  # each one a token
+_DROP = '";:'  # separators (basic_english turns them into spaces; `"` into nothing)
+
+
+def _han_class(fmt: str) -> str:
+    return "".join(fmt.format(a) + "-" + fmt.format(b) for a, b in _HAN_RANGES)
+
+
+_HAN_RUST = _han_class(r"\x{{{:X}}}")
+_HAN_PY = _han_class(r"\U{:08X}")
+_P = re.escape(_PUNCT)
+_D = re.escape(_DROP)
+# a Han character | one punctuation token | a run of anything else that is not space or separator
+_PATTERN_RUST = rf"[{_HAN_RUST}]|[{_P}]|[^\s{_HAN_RUST}{_P}{_D}]+"
+_PATTERN_PY = re.compile(rf"[{_HAN_PY}]|[{_P}]|[^\s{_HAN_PY}{_P}{_D}]+")
+
+
+def tokenizer_settings() -> dict[str, object]:
+    """Stored with every vocabulary so a mismatch is detected, not silently mis-tokenised."""
+    return {"name": TOKENIZER_NAME, "version": TOKENIZER_VERSION, "lowercase": True}
+
+
+def tokenize_expr(text: pl.Expr) -> pl.Expr:
+    """`text` (str) -> list[str] of tokens."""
+    return (
+        text.str.to_lowercase()
+        .str.replace_all("<br />", " ", literal=True)
+        .str.replace_all('"', "", literal=True)
+        .str.extract_all(_PATTERN_RUST)
+    )
+
+
+def tokenize_py(text: str) -> list[str]:
+    """Reference implementation of `tokenize_expr` in plain Python."""
+    text = text.lower().replace("<br />", " ").replace('"', "")
+    return _PATTERN_PY.findall(text)

@@ -1,0 +1,314 @@
+"""Train: labelled lake rows -> vocabulary -> classifier -> a complete, versioned model folder.
+
+The model version is a hash of everything that determines the weights (the lake files, the
+vocabulary, the config and the seed), so training again on the same inputs finds the model already
+there and does no work. Same data, config and seed give the same weights on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline import lake, registry, report
+from pipeline.config import PipelineConfig, TrainConfig, to_dict
+from pipeline.errors import InputError
+from pipeline.model import TextClassifier, batch_from_flat
+from pipeline.vocab import build_vocab, encode, save_vocab
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def lake_files(data: lake.DataDir, start: str | None, end: str | None) -> list[tuple[str, Path, str]]:
+    """(date, parquet file, sha256) of every complete lake partition in the range, in date order."""
+    out = []
+    for date in data.text_dates():
+        if (start and date < start) or (end and date > end):
+            continue
+        m = lake.read_manifest(data.texts(date))
+        assert m is not None
+        out.extend((date, data.texts(date) / f["name"], f["sha256"]) for f in m["files"])
+    return out
+
+
+def read_lake(files: list[tuple[str, Path, str]]) -> pl.DataFrame:
+    """All rows of the given files in a canonical order (date, source, line)."""
+    if not files:
+        return pl.DataFrame(schema={"id": pl.String, "text": pl.String, "label": pl.String})
+    frames = [pl.read_parquet(p).with_columns(pl.lit(d).alias("date")) for d, p, _ in files]
+    return pl.concat(frames).sort(["date", "source", "line"]).select("id", "text", "label")
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): each class keeps about `val_fraction` of its rows for validation."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = int(round(len(idx) * val_fraction)) if len(idx) > 1 else 0
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Batches of similar length (little padding). With `rng`, shuffled within pools and in order.
+
+    Rows are shuffled, cut into pools of 50 batches, each pool sorted by length and cut into batches;
+    the batch order is then shuffled, so each epoch sees different neighbours and order.
+    """
+    idx = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
+    pool = batch_size * 50
+    batches = []
+    for s in range(0, len(idx), pool):
+        chunk = idx[s : s + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+# ---------------------------------------------------------------------------- loop
+
+
+def run_epoch(
+    model: TextClassifier,
+    enc: tuple[np.ndarray, np.ndarray],
+    y: np.ndarray,
+    batches: list[np.ndarray],
+    *,
+    optimizer: torch.optim.Optimizer | None,
+    clip_norm: float,
+    device: str,
+    desc: str,
+) -> tuple[float, float, np.ndarray]:
+    """One pass; trains when `optimizer` is given. Returns (mean loss, accuracy, predictions by row)."""
+    ids, offsets = enc
+    training = optimizer is not None
+    model.train(training)
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total_loss, correct, seen, tokens = 0.0, 0, 0, 0
+    preds = np.zeros(len(y), dtype=np.int64)
+    t0 = time.perf_counter()
+    bar = tqdm(batches, desc=desc, leave=False, disable=not sys.stderr.isatty(), unit="batch")
+    with torch.set_grad_enabled(training):
+        for rows in bar:
+            x, lengths = batch_from_flat(ids, offsets, rows)
+            target = torch.from_numpy(y[rows]).to(device)
+            logits = model(x.to(device), lengths)
+            loss = loss_fn(logits, target)
+            if training:
+                optimizer.zero_grad()
+                (loss / len(rows)).backward()
+                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                optimizer.step()
+            p = logits.argmax(1)
+            preds[rows] = p.cpu().numpy()
+            total_loss += loss.item()
+            correct += int((p == target).sum())
+            seen += len(rows)
+            tokens += int(lengths.sum())
+            bar.set_postfix(
+                loss=f"{total_loss / seen:.3f}",
+                acc=f"{correct / seen:.3f}",
+                tok_s=f"{tokens / (time.perf_counter() - t0):.0f}",
+            )
+    return total_loss / max(seen, 1), correct / max(seen, 1), preds
+
+
+def fit(
+    model: TextClassifier,
+    enc: tuple[np.ndarray, np.ndarray],
+    y: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    device: str,
+    checkpoint: Path | None = None,
+) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], int]:
+    """Adam + cross-entropy + clipping + LR schedule + early stopping; returns the best epoch's weights.
+
+    With `checkpoint`, state is saved after every epoch and a run that finds one resumes from it.
+    """
+    lengths = np.diff(enc[1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
+        if cfg.lr_schedule == "plateau"
+        else None
+    )
+    rng = np.random.default_rng(cfg.seed)
+    history: list[dict[str, float]] = []
+    best_acc, best_epoch, best_state, start = -1.0, 0, None, 1
+    if checkpoint is not None and checkpoint.is_file():
+        ck = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ck["scheduler"])
+        history = json.loads(ck["history"])
+        best_acc, best_epoch, best_state = ck["best_acc"], ck["best_epoch"], ck["best_state"]
+        rng.bit_generator.state = json.loads(ck["rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        start = len(history) + 1
+        log.info("resuming from %s at epoch %d", checkpoint, start)
+    val_batches = length_batches(lengths[val_idx], 256, None)
+    val_batches = [val_idx[b] for b in val_batches]
+    for epoch in range(start, cfg.epochs + 1):
+        if best_epoch and epoch - best_epoch > cfg.patience:
+            log.info("early stop: no improvement for %d epochs", cfg.patience)
+            break
+        t0 = time.perf_counter()
+        batches = [train_idx[b] for b in length_batches(lengths[train_idx], cfg.batch_size, rng)]
+        tr_loss, tr_acc, _ = run_epoch(
+            model, enc, y, batches, optimizer=optimizer, clip_norm=cfg.clip_norm, device=device,
+            desc=f"epoch {epoch}",
+        )
+        va_loss, va_acc, _ = run_epoch(
+            model, enc, y, val_batches, optimizer=None, clip_norm=0, device=device, desc="validate"
+        )
+        secs = time.perf_counter() - t0
+        tok = int(lengths[train_idx].sum())
+        history.append(
+            {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss, "val_acc": va_acc,
+             "lr": optimizer.param_groups[0]["lr"], "seconds": secs}
+        )
+        log.info(
+            "epoch %d: loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f tokens/s",
+            epoch, tr_loss, tr_acc, va_loss, va_acc, tok / secs,
+        )
+        if va_acc > best_acc:
+            best_acc, best_epoch = va_acc, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if scheduler is not None:
+            scheduler.step(va_acc)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, history, best_acc, best_epoch, best_state, rng)
+    assert best_state is not None
+    return best_state, history, best_epoch
+
+
+def _save_checkpoint(path, model, optimizer, scheduler, history, best_acc, best_epoch, best_state, rng) -> None:  # noqa: ANN001
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "history": json.dumps(history),
+        "best_acc": best_acc,
+        "best_epoch": best_epoch,
+        "best_state": best_state,
+        "rng": json.dumps(rng.bit_generator.state),
+        "torch_rng": torch.get_rng_state(),
+    }
+    with lake.atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def train(
+    data: lake.DataDir, cfg: PipelineConfig, *, start: str | None = None, end: str | None = None
+) -> dict[str, Any]:
+    """Train on every labelled lake row in [start, end]; publish the model and make it `latest`."""
+    files = lake_files(data, start, end)
+    df = read_lake(files)
+    labelled = df.filter(pl.col("label").is_not_null())
+    if labelled.height < 2 or labelled["label"].n_unique() < 2:
+        msg = (
+            f"{data.root / 'lake'}: {labelled.height} labelled rows in {len(files)} partitions between "
+            f"{start or 'the first date'} and {end or 'the last'}; training needs at least two classes; "
+            "hint: ingest labelled files (a `label` column) first"
+        )
+        raise InputError(msg)
+    vocab = build_vocab(df.lazy().select("text"), cfg.vocab)
+    labels = sorted(labelled["label"].unique().to_list())
+    resolved = to_dict(cfg)
+    version = lake.sha256_json(
+        {"lake": [sha for _, _, sha in files], "vocab": vocab.version, "config": resolved, "labels": labels}
+    )[:12]
+    folder = data.model(version)
+    if registry.is_complete(folder):
+        log.info("model %s is up to date (same lake, vocabulary and config); nothing to train", version)
+        registry.set_latest(data.models, version)
+        return {"version": version, "skipped": True, **_summary(folder)}
+    save_vocab(vocab, data.vocab)
+
+    device = registry.to_device()
+    torch.manual_seed(cfg.train.seed)
+    y = labelled["label"].replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int64).to_numpy()
+    enc = encode(labelled["text"], vocab, max_len=cfg.model.max_len)
+    train_idx, val_idx = stratified_split(y, cfg.train.val_fraction, cfg.train.seed)
+    if len(val_idx) == 0:
+        val_idx = train_idx
+    model = TextClassifier(cfg.model, len(vocab), len(labels)).to(device)
+    log.info(
+        "training %s on %d rows (%d validation), %d classes, vocabulary %d, device %s",
+        version, len(train_idx), len(val_idx), len(labels), len(vocab), device,
+    )
+    t0 = time.perf_counter()
+    data.models.mkdir(parents=True, exist_ok=True)
+    checkpoint = data.models / f".ckpt-{version}.pt"
+    best_state, history, best_epoch = fit(
+        model, enc, y, train_idx, val_idx, cfg.train, device=device, checkpoint=checkpoint
+    )
+    train_seconds = time.perf_counter() - t0
+    model.load_state_dict(best_state)
+    lengths = np.diff(enc[1])
+    val_batches = [val_idx[b] for b in length_batches(lengths[val_idx], 256, None)]
+    _, _, preds = run_epoch(model, enc, y, val_batches, optimizer=None, clip_norm=0, device=device, desc="eval")
+    metrics = report.compute_metrics(y[val_idx], preds[val_idx], labels)
+
+    with lake.publish_dir(folder) as tmp:
+        meta = {
+            "version": version,
+            "labels": labels,
+            "vocab_version": vocab.version,
+            "train": asdict(cfg.train),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "dates": sorted({d for d, _, _ in files}),
+        }
+        registry.write_model_files(tmp, model, meta)
+        save_vocab(vocab, tmp).rename(tmp / "vocab.json")
+        lake.write_json(tmp / "metrics.json", {"validation": metrics, "history": history, "best_epoch": best_epoch})
+        pl.DataFrame(
+            {"id": labelled["id"].gather(val_idx), "label": [labels[i] for i in y[val_idx]],
+             "predicted": [labels[i] for i in preds[val_idx]]}
+        ).write_parquet(tmp / "validation_predictions.parquet")
+        report.plot_confusion(metrics, tmp / "confusion.png")
+        report.plot_curves(history, tmp / "curves.png")
+        report.write_card(
+            tmp / "card.md",
+            {
+                "version": version, "dates": meta["dates"], "rows_train": len(train_idx), "rows_val": len(val_idx),
+                "vocab_version": vocab.version, "vocab_size": len(vocab), "metrics": metrics,
+                "config_json": json.dumps(resolved, indent=2), "best_epoch": best_epoch,
+                "epochs_run": len(history), "train_seconds": train_seconds, "device": device,
+            },
+        )
+    registry.set_latest(data.models, version)
+    checkpoint.unlink(missing_ok=True)
+    log.info("model %s: validation accuracy %.4f, macro-F1 %.4f", version, metrics["accuracy"], metrics["macro_f1"])
+    return {"version": version, "skipped": False, **_summary(folder)}
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    m = lake.read_json(folder / "metrics.json")["validation"]
+    return {"path": str(folder), "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_rows": m["rows"]}
+

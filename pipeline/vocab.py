@@ -1,0 +1,119 @@
+"""Vocabulary: built from the lake in polars (no Python loop over rows), versioned by content hash.
+
+Ids: `<pad>` = 0, `<unk>` = 1, then tokens by count descending, ties broken by the token itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline import lake
+from pipeline.errors import ModelError
+from pipeline.tokenize import tokenize_expr, tokenizer_settings
+
+log = logging.getLogger(__name__)
+
+PAD, UNK = "<pad>", "<unk>"
+PAD_ID, UNK_ID = 0, 1
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    max_size: int = 50_000  # including <pad> and <unk>
+    min_count: int = 1
+
+
+@dataclass(frozen=True)
+class Vocab:
+    tokens: list[str]
+    settings: dict[str, object]
+    version: str
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            {"token": self.tokens, "token_id": np.arange(len(self.tokens), dtype=np.int32)},
+            schema={"token": pl.String, "token_id": pl.Int32},
+        )
+
+
+def count_tokens(texts: pl.LazyFrame) -> pl.DataFrame:
+    """Token counts of a `text` column, sorted by count descending then token."""
+    return (
+        texts.select(tokenize_expr(pl.col("text")).alias("token"))
+        .explode("token")  # polars 2.x: an empty list gives no row
+        .drop_nulls("token")
+        .group_by("token")
+        .agg(pl.len().alias("count"))
+        .sort(["count", "token"], descending=[True, False])
+        .collect()
+    )
+
+
+def build_vocab(texts: pl.LazyFrame, cfg: VocabConfig) -> Vocab:
+    counts = count_tokens(texts).filter(pl.col("count") >= cfg.min_count)
+    keep = counts.head(max(cfg.max_size - 2, 0))["token"].to_list()
+    settings = {"tokenizer": tokenizer_settings(), **asdict(cfg)}
+    tokens = [PAD, UNK, *keep]
+    return Vocab(tokens=tokens, settings=settings, version=_version(tokens, settings))
+
+
+def _version(tokens: list[str], settings: dict[str, object]) -> str:
+    payload = json.dumps({"tokens": tokens, "settings": settings}, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def save_vocab(vocab: Vocab, folder: Path) -> Path:
+    """Write `vocab-<version>.json` (same vocabulary, same bytes) and return its path."""
+    path = folder / f"vocab-{vocab.version}.json"
+    if not path.exists():
+        lake.write_json(path, {"version": vocab.version, "settings": vocab.settings, "tokens": vocab.tokens})
+    return path
+
+
+def load_vocab(path: Path) -> Vocab:
+    obj = lake.read_json(path)
+    vocab = Vocab(tokens=obj["tokens"], settings=obj["settings"], version=obj["version"])
+    if _version(vocab.tokens, vocab.settings) != vocab.version:
+        msg = f"{path}: content does not match its version {vocab.version}; the file was changed or damaged"
+        raise ModelError(msg)
+    if vocab.settings.get("tokenizer") != tokenizer_settings():
+        msg = (
+            f"{path}: built with tokenizer {vocab.settings.get('tokenizer')}, this code tokenises as "
+            f"{tokenizer_settings()}; rebuild the vocabulary and retrain"
+        )
+        raise ModelError(msg)
+    return vocab
+
+
+def encode(texts: pl.Series, vocab: Vocab, *, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Texts -> (flat token ids int64, offsets int64 of len n+1), vectorised.
+
+    Texts are cut to their first `max_len` tokens; a text with no token becomes one `<unk>`, so every
+    sequence has length >= 1 (packed sequences need it).
+    """
+    toks = pl.DataFrame({"text": texts}).select(
+        tokenize_expr(pl.col("text")).list.head(max_len).alias("tok")
+    )["tok"]
+    lengths = toks.list.len().to_numpy().astype(np.int64)
+    flat = toks.explode().drop_nulls()  # polars 2.x: empty lists give no row
+    ids = flat.replace_strict(
+        vocab.frame()["token"], vocab.frame()["token_id"], default=UNK_ID, return_dtype=pl.Int64
+    ).to_numpy()
+    empty = lengths == 0
+    if empty.any():
+        # splice one <unk> into each empty sequence
+        pos = np.cumsum(np.concatenate([[0], lengths]))[:-1][empty]
+        ids = np.insert(ids, pos, UNK_ID)
+        lengths = np.where(empty, 1, lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return ids.astype(np.int64), offsets

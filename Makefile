@@ -19,14 +19,14 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench clean distclean nightly backfill serve
+.PHONY: help setup demo test lint bench clean distclean nightly backfill
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
 	@echo "make test      run the Python and Go test suites"
 	@echo "make lint      ruff, gofmt, go vet"
 	@echo "make bench     benchmarks (prints ratios measured side by side)"
-	@echo "make nightly DATE=YYYY-MM-DD | make backfill START=... END=... | make serve"
+	@echo "make nightly DATE=YYYY-MM-DD | make backfill START=... END=..."
 	@echo "make clean     remove generated data and build outputs (keeps .venv)"
 
 setup: $(STAMPS)/venv $(EXPORTER)
@@ -55,7 +55,7 @@ lint: setup
 	cd go-exporter && go vet ./...
 
 bench: setup
-	$(PY) -m pipeline.bench
+	$(PY) benchmarks/bench_vocab.py
 
 DATE ?= $(shell date -u +%F)
 nightly: setup
@@ -64,9 +64,6 @@ nightly: setup
 backfill: setup
 	@test -n "$(START)" -a -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD" >&2; exit 2; }
 	$(PY) -m pipeline backfill --start '$(START)' --end '$(END)'
-
-serve: setup
-	$(PY) -m pipeline serve
 
 clean:
 	rm -rf go-exporter/bin .pytest_cache .ruff_cache data/.prefect

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -58,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text-column", default="text")
     s.add_argument("--label-column", default="label")
     s.add_argument("--id-column", default="id")
-    s.add_argument("--classes", type=Path, help="file of class names, one a line; other labels are quarantined")
+    s.add_argument(
+        "--classes", type=Path, help="file of class names, one a line; other labels are quarantined"
+    )
     s.add_argument("--max-text-chars", type=int, default=10_000)
     s.add_argument("--max-bad-fraction", type=float, default=1.0, help="fail (publish nothing) above this")
 
@@ -66,8 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--start", type=_date)
     s.add_argument("--end", type=_date)
     s.add_argument("--config", type=Path, help="TOML file with [vocab] [model] [train] [score] tables")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one setting, e.g. --set model.rnn_type=gru")
+    s.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set model.rnn_type=gru",
+    )
 
     s = sub.add_parser("score", help="score the lake partition of a date into Arrow prediction files")
     s.add_argument("--date", type=_date, required=True)
@@ -94,6 +103,7 @@ def configure_environment(root: Path) -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline")
     os.environ.setdefault("MPLCONFIGDIR", str(root / ".prefect" / "matplotlib"))
+    logging.getLogger("pipeline").setLevel(logging.INFO)  # stage progress, surfaced by Prefect
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,10 +146,16 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
             if not args.classes.is_file():
                 msg = f"{args.classes}: classes file not found"
                 raise InputError(msg)
-            classes = tuple(x.strip() for x in args.classes.read_text(encoding="utf-8").splitlines() if x.strip())
+            classes = tuple(
+                x.strip() for x in args.classes.read_text(encoding="utf-8").splitlines() if x.strip()
+            )
         cfg = IngestConfig(
-            text_column=args.text_column, label_column=args.label_column, id_column=args.id_column,
-            classes=classes, max_text_chars=args.max_text_chars, max_bad_fraction=args.max_bad_fraction,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            id_column=args.id_column,
+            classes=classes,
+            max_text_chars=args.max_text_chars,
+            max_bad_fraction=args.max_bad_fraction,
         )
         m = flows.ingest_flow(root, args.date, [str(s) for s in args.sources], cfg)
         return _brief(m, ["date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason"])
@@ -149,7 +165,9 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         )
         return _brief(m, ["version", "skipped", "val_accuracy", "val_macro_f1", "path"])
     if args.command == "score":
-        return _brief(flows.score_flow(root, args.date, args.model), ["date", "rows", "model_version", "skipped"])
+        return _brief(
+            flows.score_flow(root, args.date, args.model), ["date", "rows", "model_version", "skipped"]
+        )
     if args.command == "export":
         return _brief(flows.export_flow(root, args.date, args.format), ["date", "rows", "path", "skipped"])
     if args.command == "run":

@@ -102,7 +102,9 @@ def generate_corpus(data: lake.DataDir, *, rows_per_day: int = 1500, seed: int =
     paths = []
     for date in (*TRAIN_DATES, SCORE_DATE):
         labelled = date != SCORE_DATE
-        text = generate_day(date, rows=rows_per_day if labelled else rows_per_day // 2, labelled=labelled, seed=seed)
+        text = generate_day(
+            date, rows=rows_per_day if labelled else rows_per_day // 2, labelled=labelled, seed=seed
+        )
         path = data.raw(date) / "news.csv"
         lake.write_bytes(path, text.encode("utf-8"))
         paths.append(path)

@@ -12,7 +12,9 @@ from pipeline.config import PipelineConfig, load_config
 
 def demo_config() -> PipelineConfig:
     """The foundation model: embedding -> LSTM -> last hidden state -> linear."""
-    return load_config(None, ["model.rnn_type=lstm", "model.pooling=last", "train.epochs=12", "train.patience=4"])
+    return load_config(
+        None, ["model.rnn_type=lstm", "model.pooling=last", "train.epochs=12", "train.patience=4"]
+    )
 
 
 def summarize(
@@ -41,7 +43,8 @@ def format_summary(s: dict[str, Any]) -> str:
             f"  rows quarantined       {s['rows_quarantined']}",
             f"  model                  {s['model_version']}",
             f"  validation accuracy    {s['val_accuracy']:.3f}",
-            f"  ... on the order slice {s['val_accuracy_order_slice']:.3f} ({s['val_rows_order_slice']} rows)",
+            f"  ... on the order slice {s['val_accuracy_order_slice']:.3f}"
+            f" ({s['val_rows_order_slice']} rows)",
             f"  rows scored            {s['rows_scored']}",
             f"  export                 {s['export']}",
         ]

@@ -59,7 +59,9 @@ def corpus_task(root: str) -> list[str]:
 
 
 @flow(name="ingest")
-def ingest_flow(root: str, date: str, sources: list[str], cfg: ingest_stage.IngestConfig | None = None) -> dict[str, Any]:
+def ingest_flow(
+    root: str, date: str, sources: list[str], cfg: ingest_stage.IngestConfig | None = None
+) -> dict[str, Any]:
     return ingest_task(root, sources, date, cfg or ingest_stage.IngestConfig())
 
 
@@ -111,8 +113,9 @@ def demo_flow(root: str) -> dict[str, Any]:
     data = _data(root)
     cfg = ingest_stage.IngestConfig(classes=corpus.CLASSES)
     ingested = [
-        ingest_task(root, [str(p) for p in ingest_stage.raw_sources(data, d)], d, cfg) for d in corpus.TRAIN_DATES
+        ingest_task(root, [str(p) for p in ingest_stage.raw_sources(data, d)], d, cfg)
+        for d in corpus.TRAIN_DATES
     ]
-    trained = train_task(root, demo.demo_config(), None, None)
+    trained = train_task(root, demo.demo_config(), corpus.TRAIN_DATES[0], corpus.TRAIN_DATES[-1])
     night = nightly_flow(root, corpus.SCORE_DATE)
     return demo.summarize(data, [*ingested, night["ingest"]], trained, night)

@@ -73,7 +73,7 @@ def clean_expr(text: pl.Expr) -> pl.Expr:
     for pattern, repl in _ENTITIES:
         e = e.str.replace_all(pattern, repl)
     return (
-        e.str.replace_all(r"\\", " ", literal=True)
+        e.str.replace_all("\\", " ", literal=True)
         .str.replace_all(r"\p{Cc}", " ")
         .str.replace_all(r"\s+", " ")
         .str.strip_chars()
@@ -146,7 +146,6 @@ def _read_csv(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Batch]
         ]
         yield _select(pl.from_arrow(batch), cfg, lines), quarantined
         next_line = max([next_line, *[n + 1 for n in bad_lines]])
-
 
 
 def _read_parquet(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
@@ -226,7 +225,10 @@ def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str, seen: set[s
     # Duplicate ids: within the batch (first one wins) and against earlier batches and sources.
     dup = df["id"].is_duplicated() & ~df["id"].is_first_distinct() | df["id"].is_in(list(seen))
     df = df.with_columns(
-        pl.when(pl.col("reason").is_null() & dup).then(pl.lit(DUPLICATE_ID)).otherwise("reason").alias("reason")
+        pl.when(pl.col("reason").is_null() & dup)
+        .then(pl.lit(DUPLICATE_ID))
+        .otherwise("reason")
+        .alias("reason")
     )
     seen.update(df.filter(pl.col("reason").is_null())["id"].to_list())
     return df
@@ -327,9 +329,14 @@ def ingest(sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig
             "config": _config_record(cfg),
             "files": [{"name": texts_path.name, "sha256": lake.sha256_file(texts_path), "rows": kept_total}],
         }
-        lake.write_json(qdir / lake.MANIFEST, {"date": date, "rows": bad_total, "by_reason": manifest["quarantined_by_reason"]})
+        lake.write_json(
+            qdir / lake.MANIFEST,
+            {"date": date, "rows": bad_total, "by_reason": manifest["quarantined_by_reason"]},
+        )
         lake.write_json(tdir / lake.MANIFEST, manifest)
-    log.info("%s: %d rows read, %d kept, %d quarantined %s", date, read_total, kept_total, bad_total, dict(reasons))
+    log.info(
+        "%s: %d rows read, %d kept, %d quarantined %s", date, read_total, kept_total, bad_total, dict(reasons)
+    )
     return manifest
 
 
@@ -341,7 +348,7 @@ def _config_record(cfg: IngestConfig) -> dict[str, object]:
 
 
 def _display_path(path: Path, data: lake.DataDir) -> str:
-    """Paths inside the data root are recorded relative to it, so manifests do not depend on where it lives."""
+    """A path inside the data root is recorded relative to it: manifests do not depend on where it lives."""
     p = path.resolve()
     try:
         return str(p.relative_to(data.root))

@@ -238,4 +238,6 @@ def require_manifest(folder: Path, hint: str) -> dict[str, Any]:
 
 
 def list_files(folder: Path, suffix: str) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith((".", "_")))
+    return sorted(
+        p for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith((".", "_"))
+    )

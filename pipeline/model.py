@@ -66,7 +66,9 @@ class TextClassifier(nn.Module):
                 pooled = h_n[-1]  # (B, H)
         else:
             y, _ = pad_packed_sequence(out, batch_first=True)  # (B, T', D), T' = max(lengths)
-            mask = torch.arange(y.size(1), device=y.device)[None, :] < lengths.to(y.device)[:, None]  # (B, T')
+            mask = (
+                torch.arange(y.size(1), device=y.device)[None, :] < lengths.to(y.device)[:, None]
+            )  # (B, T')
             if self.cfg.pooling == "mean":
                 pooled = (y * mask[..., None]).sum(1) / lengths.to(y.device)[:, None].to(y.dtype)
             else:
@@ -80,12 +82,14 @@ def pad_batch(ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=0), lengths
 
 
-def batch_from_flat(ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_from_flat(
+    ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of a flat encoding (ids, offsets) -> (B, T) right-padded with 0, and lengths (B,), vectorised.
 
-        ids      [a a a b c c]        offsets [0 3 4 6]
-        rows [2, 0] ->  [[c c 0]      lengths [2 3]
-                         [a a a]]
+    ids      [a a a b c c]        offsets [0 3 4 6]
+    rows [2, 0] ->  [[c c 0]      lengths [2 3]
+                     [a a a]]
     """
     starts = offsets[rows]
     lengths = offsets[rows + 1] - starts  # (B,)

@@ -66,7 +66,9 @@ def score_partition(
 
     device = registry.to_device()
     lm = registry.load_model(data.models, version, device=device)
-    schema = predictions_schema(lm.labels, model_version=version, vocab_version=lm.vocab.version, partition=date)
+    schema = predictions_schema(
+        lm.labels, model_version=version, vocab_version=lm.vocab.version, partition=date
+    )
     scored_at = dt.datetime.now(dt.UTC).replace(microsecond=0)
     scored_us = int(scored_at.timestamp()) * 1_000_000
     labels = pa.array(lm.labels, pa.string())
@@ -101,7 +103,9 @@ def score_partition(
                         labels.take(pa.array(label_id)),
                         pa.array(label_id, pa.int32()),
                         pa.array(probs[np.arange(n), label_id], pa.float64()),
-                        pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel(), pa.float64()), len(lm.labels)),
+                        pa.FixedSizeListArray.from_arrays(
+                            pa.array(probs.ravel(), pa.float64()), len(lm.labels)
+                        ),
                         pa.array([version] * n, pa.string()),
                         pa.array(np.full(n, scored_us, dtype=np.int64), pa.timestamp("us", tz="UTC")),
                     ],
@@ -120,7 +124,12 @@ def score_partition(
                     if shard_rows >= cfg.shard_rows:
                         close_shard()
                 rows_total += n
-                log.info("%s: %d rows scored (%.0f rows/s)", date, rows_total, rows_total / (time.perf_counter() - t0))
+                log.info(
+                    "%s: %d rows scored (%.0f rows/s)",
+                    date,
+                    rows_total,
+                    rows_total / (time.perf_counter() - t0),
+                )
         if writer is None:  # an empty partition still gets one (empty) file with the schema
             shards.append({"name": "part-00000.arrow"})
             writer = pa.ipc.new_file(tmp / shards[-1]["name"], schema)

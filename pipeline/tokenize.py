@@ -19,21 +19,36 @@ TOKENIZER_VERSION = 1
 
 # CJK Unified Ideographs, extension A, compatibility ideographs, extensions B-F.
 _HAN_RANGES = [(0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F)]
+# Unicode White_Space, spelled out: Rust's `\s` and Python's `\s` disagree on U+001C..U+001F.
+_WS_RANGES = [
+    (0x09, 0x0D),
+    (0x20, 0x20),
+    (0x85, 0x85),
+    (0xA0, 0xA0),
+    (0x1680, 0x1680),
+    (0x2000, 0x200A),
+    (0x2028, 0x2029),
+    (0x202F, 0x202F),
+    (0x205F, 0x205F),
+    (0x3000, 0x3000),
+]
 _PUNCT = ".,()!?'"  # each one a token
 _DROP = '";:'  # separators (basic_english turns them into spaces; `"` into nothing)
 
 
-def _han_class(fmt: str) -> str:
-    return "".join(fmt.format(a) + "-" + fmt.format(b) for a, b in _HAN_RANGES)
+def _char_class(ranges: list[tuple[int, int]], fmt: str) -> str:
+    return "".join(fmt.format(a) + "-" + fmt.format(b) for a, b in ranges)
 
 
-_HAN_RUST = _han_class(r"\x{{{:X}}}")
-_HAN_PY = _han_class(r"\U{:08X}")
+_HAN_RUST = _char_class(_HAN_RANGES, r"\x{{{:X}}}")
+_HAN_PY = _char_class(_HAN_RANGES, r"\U{:08X}")
+_WS_RUST = _char_class(_WS_RANGES, r"\x{{{:X}}}")
+_WS_PY = _char_class(_WS_RANGES, r"\U{:08X}")
 _P = re.escape(_PUNCT)
 _D = re.escape(_DROP)
 # a Han character | one punctuation token | a run of anything else that is not space or separator
-_PATTERN_RUST = rf"[{_HAN_RUST}]|[{_P}]|[^\s{_HAN_RUST}{_P}{_D}]+"
-_PATTERN_PY = re.compile(rf"[{_HAN_PY}]|[{_P}]|[^\s{_HAN_PY}{_P}{_D}]+")
+_PATTERN_RUST = rf"[{_HAN_RUST}]|[{_P}]|[^{_WS_RUST}{_HAN_RUST}{_P}{_D}]+"
+_PATTERN_PY = re.compile(rf"[{_HAN_PY}]|[{_P}]|[^{_WS_PY}{_HAN_PY}{_P}{_D}]+")
 
 
 def tokenizer_settings() -> dict[str, object]:

@@ -59,7 +59,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     train, val = [], []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        n_val = int(round(len(idx) * val_fraction)) if len(idx) > 1 else 0
+        n_val = round(len(idx) * val_fraction) if len(idx) > 1 else 0
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
@@ -177,7 +177,13 @@ def fit(
         t0 = time.perf_counter()
         batches = [train_idx[b] for b in length_batches(lengths[train_idx], cfg.batch_size, rng)]
         tr_loss, tr_acc, _ = run_epoch(
-            model, enc, y, batches, optimizer=optimizer, clip_norm=cfg.clip_norm, device=device,
+            model,
+            enc,
+            y,
+            batches,
+            optimizer=optimizer,
+            clip_norm=cfg.clip_norm,
+            device=device,
             desc=f"epoch {epoch}",
         )
         va_loss, va_acc, _ = run_epoch(
@@ -186,12 +192,24 @@ def fit(
         secs = time.perf_counter() - t0
         tok = int(lengths[train_idx].sum())
         history.append(
-            {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss, "val_acc": va_acc,
-             "lr": optimizer.param_groups[0]["lr"], "seconds": secs}
+            {
+                "epoch": epoch,
+                "train_loss": tr_loss,
+                "train_acc": tr_acc,
+                "val_loss": va_loss,
+                "val_acc": va_acc,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": secs,
+            }
         )
         log.info(
             "epoch %d: loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f tokens/s",
-            epoch, tr_loss, tr_acc, va_loss, va_acc, tok / secs,
+            epoch,
+            tr_loss,
+            tr_acc,
+            va_loss,
+            va_acc,
+            tok / secs,
         )
         if va_acc > best_acc:
             best_acc, best_epoch = va_acc, epoch
@@ -199,12 +217,16 @@ def fit(
         if scheduler is not None:
             scheduler.step(va_acc)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, history, best_acc, best_epoch, best_state, rng)
+            _save_checkpoint(
+                checkpoint, model, optimizer, scheduler, history, best_acc, best_epoch, best_state, rng
+            )
     assert best_state is not None
     return best_state, history, best_epoch
 
 
-def _save_checkpoint(path, model, optimizer, scheduler, history, best_acc, best_epoch, best_state, rng) -> None:  # noqa: ANN001
+def _save_checkpoint(
+    path, model, optimizer, scheduler, history, best_acc, best_epoch, best_state, rng
+) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -260,7 +282,12 @@ def train(
     model = TextClassifier(cfg.model, len(vocab), len(labels)).to(device)
     log.info(
         "training %s on %d rows (%d validation), %d classes, vocabulary %d, device %s",
-        version, len(train_idx), len(val_idx), len(labels), len(vocab), device,
+        version,
+        len(train_idx),
+        len(val_idx),
+        len(labels),
+        len(vocab),
+        device,
     )
     t0 = time.perf_counter()
     data.models.mkdir(parents=True, exist_ok=True)
@@ -272,7 +299,9 @@ def train(
     model.load_state_dict(best_state)
     lengths = np.diff(enc[1])
     val_batches = [val_idx[b] for b in length_batches(lengths[val_idx], 256, None)]
-    _, _, preds = run_epoch(model, enc, y, val_batches, optimizer=None, clip_norm=0, device=device, desc="eval")
+    _, _, preds = run_epoch(
+        model, enc, y, val_batches, optimizer=None, clip_norm=0, device=device, desc="eval"
+    )
     metrics = report.compute_metrics(y[val_idx], preds[val_idx], labels)
 
     with lake.publish_dir(folder) as tmp:
@@ -286,29 +315,48 @@ def train(
         }
         registry.write_model_files(tmp, model, meta)
         save_vocab(vocab, tmp).rename(tmp / "vocab.json")
-        lake.write_json(tmp / "metrics.json", {"validation": metrics, "history": history, "best_epoch": best_epoch})
+        lake.write_json(
+            tmp / "metrics.json", {"validation": metrics, "history": history, "best_epoch": best_epoch}
+        )
         pl.DataFrame(
-            {"id": labelled["id"].gather(val_idx), "label": [labels[i] for i in y[val_idx]],
-             "predicted": [labels[i] for i in preds[val_idx]]}
+            {
+                "id": labelled["id"].gather(val_idx),
+                "label": [labels[i] for i in y[val_idx]],
+                "predicted": [labels[i] for i in preds[val_idx]],
+            }
         ).write_parquet(tmp / "validation_predictions.parquet")
         report.plot_confusion(metrics, tmp / "confusion.png")
         report.plot_curves(history, tmp / "curves.png")
         report.write_card(
             tmp / "card.md",
             {
-                "version": version, "dates": meta["dates"], "rows_train": len(train_idx), "rows_val": len(val_idx),
-                "vocab_version": vocab.version, "vocab_size": len(vocab), "metrics": metrics,
-                "config_json": json.dumps(resolved, indent=2), "best_epoch": best_epoch,
-                "epochs_run": len(history), "train_seconds": train_seconds, "device": device,
+                "version": version,
+                "dates": meta["dates"],
+                "rows_train": len(train_idx),
+                "rows_val": len(val_idx),
+                "vocab_version": vocab.version,
+                "vocab_size": len(vocab),
+                "metrics": metrics,
+                "config_json": json.dumps(resolved, indent=2),
+                "best_epoch": best_epoch,
+                "epochs_run": len(history),
+                "train_seconds": train_seconds,
+                "device": device,
             },
         )
     registry.set_latest(data.models, version)
     checkpoint.unlink(missing_ok=True)
-    log.info("model %s: validation accuracy %.4f, macro-F1 %.4f", version, metrics["accuracy"], metrics["macro_f1"])
+    log.info(
+        "model %s: validation accuracy %.4f, macro-F1 %.4f", version, metrics["accuracy"], metrics["macro_f1"]
+    )
     return {"version": version, "skipped": False, **_summary(folder)}
 
 
 def _summary(folder: Path) -> dict[str, Any]:
     m = lake.read_json(folder / "metrics.json")["validation"]
-    return {"path": str(folder), "val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "val_rows": m["rows"]}
-
+    return {
+        "path": str(folder),
+        "val_accuracy": m["accuracy"],
+        "val_macro_f1": m["macro_f1"],
+        "val_rows": m["rows"],
+    }

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny synthetic inputs, a temporary data root, and one Prefect harness per session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Prefect must never touch ~/.prefect: point it at a throwaway home before anything imports it.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="pipeline-tests-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(_PREFECT_HOME, "matplotlib"))
+
+from pipeline import lake  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> lake.DataDir:
+    return lake.DataDir.at(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API for the whole session (it takes ~10 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def tiny_corpus(data: lake.DataDir, rows_per_day: int = 300) -> None:
+    """The demo corpus, smaller: three labelled days and one to score."""
+    from pipeline import corpus, ingest
+
+    corpus.generate_corpus(data, rows_per_day=rows_per_day)
+    cfg = ingest.IngestConfig(classes=corpus.CLASSES)
+    for d in corpus.TRAIN_DATES:
+        ingest.ingest(ingest.raw_sources(data, d), d, data, cfg)

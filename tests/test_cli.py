@@ -1,0 +1,48 @@
+import pytest
+
+from pipeline.__main__ import build_parser, main
+
+COMMANDS = ["demo", "ingest", "train", "score", "export", "run", "backfill", "models"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage: pipeline" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["score", "--date", "2026-02-30"],
+        ["score", "--date", "../../etc"],
+        ["backfill", "--start", "2026-01-01", "--end", "x"],
+        ["score", "--date", "2026-01-01", "--model", "../other"],
+    ],
+)
+def test_bad_dates_and_names_are_usage_errors(argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--data-dir", str(tmp_path), *argv])
+    assert e.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_data_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("PIPELINE_DATA_DIR", str(tmp_path / "d"))
+    assert build_parser().parse_args(["models"]).data_dir == tmp_path / "d"
+
+
+def test_models_on_an_empty_data_dir(tmp_path, capsys):
+    assert main(["--data-dir", str(tmp_path), "models"]) == 0
+    assert "no models yet" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_pipeline_errors_exit_1_with_the_file_named(tmp_path, capsys):
+    code = main(
+        ["--data-dir", str(tmp_path), "ingest", str(tmp_path / "missing.csv"), "--date", "2026-01-01"]
+    )
+    assert code == 1
+    assert "missing.csv: no such file" in capsys.readouterr().err

@@ -1,0 +1,35 @@
+import pytest
+
+from pipeline.config import PipelineConfig, load_config
+from pipeline.errors import ConfigError
+
+
+def test_defaults_file_then_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[model]\nrnn_type = "gru"\nhidden_dim = 32\n[train]\nepochs = 4\n')
+    cfg = load_config(f, ["train.epochs=2", "model.bidirectional=true", "train.lr=1"])
+    assert (cfg.model.rnn_type, cfg.model.hidden_dim, cfg.model.bidirectional) == ("gru", 32, True)
+    assert (cfg.train.epochs, cfg.train.lr) == (2, 1.0)
+    assert cfg.vocab == PipelineConfig().vocab
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epoch=3", "unknown key `epoch`"),
+        ("optim.lr=3", "unknown section `optim`"),
+        ("model.rnn_type=cnn", "not one of"),
+        ("train.epochs=many", "expected int"),
+        ("epochs=3", "expected SECTION.KEY=VALUE"),
+    ],
+)
+def test_bad_settings_are_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_bad_toml_names_the_file(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[model\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: not valid TOML"):
+        load_config(f)

@@ -1,0 +1,121 @@
+import gzip
+
+import polars as pl
+import pytest
+from conftest import write
+
+from pipeline import ingest as ing
+from pipeline.errors import InputError
+
+DATE = "2026-01-01"
+
+# One row per edge case; the comment says where it must end up.
+BAD_CSV = (
+    "id,text,label\n"
+    "r1,Stocks rally as profits rise,Business\n"  # kept
+    "r2,   ,World\n"  # empty_text
+    "r3,,Sports\n"  # empty_text (missing)
+    "r4,too many,World,extra\n"  # malformed (column count)
+    "r5,Weather turns cold,Weather\n"  # unknown_label
+    "r1,a repeated id,Sports\n"  # duplicate_id
+    f"r6,{'x' * 60},World\n"  # too_long
+    'r7,"Quoted, with comma\nand newline",Sports\n'  # kept (one record over two lines)
+    "r8,中国队赢得冠军,Sports\n"  # kept
+    "r9,Ünïcode ＡＢＣ &amp; #39;s\\ artefacts,World\n"  # kept, cleaned
+    'r10,"unterminated quote,World\n'  # malformed (swallows the rest of the file)
+)
+
+
+def cfg(**kw):
+    return ing.IngestConfig(classes=("Business", "Sci/Tech", "Sports", "World"), max_text_chars=50, **kw)
+
+
+def read(data, kind):
+    folder = data.texts(DATE) if kind == "texts" else data.quarantine(DATE)
+    return pl.read_parquet(folder / "part-00000.parquet")
+
+
+def test_every_bad_row_is_quarantined_with_its_reason(tmp_path, data):
+    src = write(tmp_path / "in.csv", BAD_CSV)
+    m = ing.ingest([src], DATE, data, cfg())
+    kept = read(data, "texts")
+    assert kept["id"].to_list() == ["r1", "r7", "r8", "r9"]
+    q = read(data, "quarantine")
+    assert dict(zip(q["line"].to_list(), q["reason"].to_list(), strict=True)) == {
+        3: "empty_text",
+        4: "empty_text",
+        5: "malformed",
+        6: "unknown_label",
+        7: "duplicate_id",
+        8: "too_long",
+        12: "malformed",
+    }
+    assert q.filter(pl.col("line") == 5)["raw"].item() == "r4,too many,World,extra"
+    assert m["rows_read"] == m["rows_kept"] + m["rows_quarantined"] == 11
+    assert m["quarantined_by_reason"] == {
+        "duplicate_id": 1,
+        "empty_text": 2,
+        "malformed": 2,
+        "too_long": 1,
+        "unknown_label": 1,
+    }
+    assert m["sources"][0]["sha256"] and m["sources"][0]["size"] == src.stat().st_size
+
+
+def test_cleaning_normalises_and_fixes_artefacts(tmp_path, data):
+    ing.ingest([write(tmp_path / "in.csv", BAD_CSV)], DATE, data, cfg())
+    texts = dict(
+        zip(*read(data, "texts").select("id", "text").to_dict(as_series=False).values(), strict=True)
+    )
+    assert texts["r7"] == "Quoted, with comma and newline"
+    assert texts["r9"] == "Ünïcode ABC & 's artefacts"
+
+
+def test_reingest_gives_byte_identical_files(tmp_path, data):
+    src = write(tmp_path / "in.csv", BAD_CSV)
+    ing.ingest([src], DATE, data, cfg())
+    first = {p.name: p.read_bytes() for p in data.texts(DATE).iterdir()}
+    ing.ingest([src], DATE, data, cfg())
+    assert {p.name: p.read_bytes() for p in data.texts(DATE).iterdir()} == first
+
+
+def test_ids_are_derived_stably_when_absent(tmp_path, data):
+    src = write(tmp_path / "in.csv", "text,label\nfirst,A\nsecond,B\n")
+    ing.ingest([src], DATE, data, ing.IngestConfig())
+    ids = read(data, "texts")["id"].to_list()
+    assert len(set(ids)) == 2 and ids[0].endswith("-2") and ids[1].endswith("-3")
+    ing.ingest([src], DATE, data, ing.IngestConfig())
+    assert read(data, "texts")["id"].to_list() == ids
+
+
+def test_parquet_tsv_and_gzip_sources(tmp_path, data):
+    pq_src = tmp_path / "a.parquet"
+    pl.DataFrame({"id": ["p1", "p2"], "body": ["one", "two"]}).write_parquet(pq_src)
+    tsv = write(tmp_path / "b.tsv", "id\tbody\nt1\tthree\n")
+    gz = tmp_path / "c.csv.gz"
+    gz.write_bytes(gzip.compress(b"id,body\ng1,four\n"))
+    m = ing.ingest([pq_src, tsv, gz], DATE, data, ing.IngestConfig(text_column="body"))
+    assert read(data, "texts")["text"].to_list() == ["one", "two", "three", "four"]
+    assert m["rows_kept"] == 4 and [s["rows_read"] for s in m["sources"]] == [2, 1, 1]
+
+
+def test_wrong_column_names_the_file_and_the_choice(tmp_path, data):
+    src = write(tmp_path / "in.csv", "id,body\n1,x\n")
+    with pytest.raises(InputError, match=r"in\.csv: no column `text`.*--text-column"):
+        ing.ingest([src], DATE, data, ing.IngestConfig())
+    assert not data.texts(DATE).exists()
+
+
+def test_missing_file_is_a_clear_error(tmp_path, data):
+    with pytest.raises(InputError, match=r"nope\.csv: no such file"):
+        ing.ingest([tmp_path / "nope.csv"], DATE, data, ing.IngestConfig())
+
+
+def test_max_bad_fraction_publishes_nothing(tmp_path, data):
+    good = write(tmp_path / "good.csv", "id,text\n1,fine\n")
+    ing.ingest([good], DATE, data, ing.IngestConfig())
+    before = (data.texts(DATE) / "part-00000.parquet").read_bytes()
+    src = write(tmp_path / "in.csv", BAD_CSV)
+    with pytest.raises(InputError, match=r"over --max-bad-fraction 0.2; worst reasons: empty_text: 2"):
+        ing.ingest([src], DATE, data, cfg(max_bad_fraction=0.2))
+    assert (data.texts(DATE) / "part-00000.parquet").read_bytes() == before

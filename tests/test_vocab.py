@@ -1,0 +1,52 @@
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.errors import ModelError
+from pipeline.vocab import PAD, UNK, UNK_ID, VocabConfig, build_vocab, encode, load_vocab, save_vocab
+
+
+def texts(*xs: str) -> pl.LazyFrame:
+    return pl.LazyFrame({"text": list(xs)}, schema={"text": pl.String})
+
+
+def test_ids_are_pad_unk_then_count_descending_ties_by_token():
+    v = build_vocab(texts("b a c", "a b", "a", "中"), VocabConfig())
+    assert v.tokens == [PAD, UNK, "a", "b", "c", "中"]
+
+
+def test_min_count_and_max_size():
+    v = build_vocab(texts("a a a b b c"), VocabConfig(min_count=2))
+    assert v.tokens == [PAD, UNK, "a", "b"]
+    v = build_vocab(texts("a a a b b c"), VocabConfig(max_size=3))
+    assert v.tokens == [PAD, UNK, "a"]
+
+
+def test_same_texts_same_version_and_bytes(tmp_path):
+    a = build_vocab(texts("x y", "z"), VocabConfig())
+    b = build_vocab(texts("z", "x y"), VocabConfig())
+    assert a.version == b.version
+    pa_, pb = save_vocab(a, tmp_path / "a"), save_vocab(b, tmp_path / "b")
+    assert pa_.read_bytes() == pb.read_bytes()
+    assert load_vocab(pa_) == a
+    assert build_vocab(texts("x y"), VocabConfig()).version != a.version
+
+
+def test_load_refuses_a_tampered_vocabulary(tmp_path):
+    p = save_vocab(build_vocab(texts("x y"), VocabConfig()), tmp_path)
+    obj = json.loads(p.read_text())
+    obj["tokens"].append("injected")
+    p.write_text(json.dumps(obj))
+    with pytest.raises(ModelError, match="does not match its version"):
+        load_vocab(p)
+
+
+def test_encode_unknown_empty_and_truncated():
+    v = build_vocab(texts("a b c"), VocabConfig())
+    a, b, c = (v.tokens.index(t) for t in "abc")
+    ids, offsets = encode(pl.Series(["a zz b", "", "c c c c", ";;"]), v, max_len=3)
+    seqs = [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(4)]
+    assert seqs == [[a, UNK_ID, b], [UNK_ID], [c, c, c], [UNK_ID]]
+    assert offsets.dtype == np.int64

@@ -19,13 +19,14 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench clean distclean nightly backfill
+.PHONY: help setup demo test lint bench fuzz clean distclean nightly backfill
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
 	@echo "make test      run the Python and Go test suites"
 	@echo "make lint      ruff, gofmt, go vet"
 	@echo "make bench     benchmarks (prints ratios measured side by side)"
+	@echo "make fuzz      fuzz go-exporter for FUZZTIME (default 60s)"
 	@echo "make nightly DATE=YYYY-MM-DD | make backfill START=... END=..."
 	@echo "make clean     remove generated data and build outputs (keeps .venv)"
 
@@ -56,6 +57,10 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/bench_vocab.py
+
+FUZZTIME ?= 60s
+fuzz: setup
+	cd go-exporter && go test -run='^$$' -fuzz=FuzzExport -fuzztime=$(FUZZTIME) .
 
 DATE ?= $(shell date -u +%F)
 nightly: setup

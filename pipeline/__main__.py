@@ -4,6 +4,7 @@
     pipeline [--data-dir DIR] ingest SOURCE... --date YYYY-MM-DD
     pipeline [--data-dir DIR] train [--start DATE --end DATE] [--config FILE] [--set KEY=VALUE ...]
     pipeline [--data-dir DIR] score --date YYYY-MM-DD [--model VERSION]
+    pipeline [--data-dir DIR] evaluate --date YYYY-MM-DD [--model VERSION]
     pipeline [--data-dir DIR] export --date YYYY-MM-DD [--format ndjson|json]
     pipeline [--data-dir DIR] run --date YYYY-MM-DD
     pipeline [--data-dir DIR] backfill --start DATE --end DATE
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--date", type=_date, required=True)
     s.add_argument("--model", type=_model_name, help="model version (default: latest)")
 
+    s = sub.add_parser("evaluate", help="score a labelled partition; write metrics and a confusion matrix")
+    s.add_argument("--date", type=_date, required=True)
+    s.add_argument("--model", type=_model_name, help="model version (default: latest)")
+
     s = sub.add_parser("export", help="prediction files of a date -> PredictionResult JSON (go-exporter)")
     s.add_argument("--date", type=_date, required=True)
     s.add_argument("--format", choices=["ndjson", "json"], default="ndjson")
@@ -102,6 +107,7 @@ def configure_environment(root: Path) -> None:
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "pipeline")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("MPLCONFIGDIR", str(root / ".prefect" / "matplotlib"))
     logging.getLogger("pipeline").setLevel(logging.INFO)  # stage progress, surfaced by Prefect
 
@@ -168,6 +174,9 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         return _brief(
             flows.score_flow(root, args.date, args.model), ["date", "rows", "model_version", "skipped"]
         )
+    if args.command == "evaluate":
+        m = flows.evaluate_flow(root, args.date, args.model)
+        return _brief(m, ["date", "model_version", "rows", "accuracy", "macro_f1", "rows_unknown_label", "path"])
     if args.command == "export":
         return _brief(flows.export_flow(root, args.date, args.format), ["date", "rows", "path", "skipped"])
     if args.command == "run":

@@ -14,6 +14,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline import corpus, demo, lake
+from pipeline import evaluate as evaluate_stage
 from pipeline import export as export_stage
 from pipeline import ingest as ingest_stage
 from pipeline import score as score_stage
@@ -42,6 +43,12 @@ def train_task(root: str, cfg: PipelineConfig, start: str | None, end: str | Non
 def score_task(root: str, date: str, cfg: PipelineConfig, model: str | None) -> dict[str, Any]:
     m = score_stage.score_partition(_data(root), date, cfg.score, model_version=model)
     return {k: m[k] for k in ("date", "rows", "model_version", "skipped")}
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(root: str, date: str, model: str | None) -> dict[str, Any]:
+    m = evaluate_stage.evaluate_partition(_data(root), date, model_version=model)
+    return {k: m[k] for k in ("date", "model_version", "rows", "accuracy", "macro_f1", "rows_unknown_label", "path")}
 
 
 # The exporter is an external process: the one place a retry can help.
@@ -80,6 +87,11 @@ def train_flow(
 @flow(name="score")
 def score_flow(root: str, date: str, model: str | None = None) -> dict[str, Any]:
     return score_task(root, date, PipelineConfig(), model)
+
+
+@flow(name="evaluate")
+def evaluate_flow(root: str, date: str, model: str | None = None) -> dict[str, Any]:
+    return evaluate_task(root, date, model)
 
 
 @flow(name="export")

@@ -31,6 +31,10 @@ class ModelConfig:
     pooling: Literal["last", "mean", "max"] = "last"
     dropout: float = 0.0  # between RNN layers and before the linear head
     max_len: int = 256  # tokens kept per text (the first ones)
+    # A hashed bag of unigrams and bigrams beside the sequence (fastText style), trained jointly:
+    # its mean embedding is concatenated to the pooled RNN state. 0 buckets = off.
+    ngram_buckets: int = 0
+    ngram_dim: int = 64
 
 
 _RNN = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -51,7 +55,12 @@ class TextClassifier(nn.Module):
         )
         self.dropout = nn.Dropout(cfg.dropout)
         directions = 2 if cfg.bidirectional else 1
-        self.head = nn.Linear(cfg.hidden_dim * directions, num_classes)
+        features = cfg.hidden_dim * directions
+        if cfg.ngram_buckets:
+            # bucket 0 is padding: excluded from the mean and never trained
+            self.ngrams = nn.EmbeddingBag(cfg.ngram_buckets, cfg.ngram_dim, mode="mean", padding_idx=0)
+            features += cfg.ngram_dim
+        self.head = nn.Linear(features, num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, T) padded with 0, lengths (B,) all >= 1 -> logits (B, C)."""
@@ -73,7 +82,28 @@ class TextClassifier(nn.Module):
                 pooled = (y * mask[..., None]).sum(1) / lengths.to(y.device)[:, None].to(y.dtype)
             else:
                 pooled = y.masked_fill(~mask[..., None], float("-inf")).amax(1)
+        if self.cfg.ngram_buckets:
+            bag = self.ngrams(hash_ngrams(ids, lengths, self.cfg.ngram_buckets))  # (B, D)
+            pooled = torch.cat([pooled, bag], dim=1)
         return self.head(self.dropout(pooled))  # (B, C)
+
+
+_P1, _P2 = 1_000_003, 998_244_353  # odd multipliers for hashing token ids into buckets
+
+
+def hash_ngrams(ids: torch.Tensor, lengths: torch.Tensor, buckets: int) -> torch.Tensor:
+    """(B, T) token ids -> (B, 2T-1) bucket ids of every unigram and bigram; 0 where past the end.
+
+        ids  [a b c 0]  (length 3)  ->  [h(a) h(b) h(c) 0 | h(a,b) h(b,c) 0]
+    """
+    t = ids.size(1)
+    pos = torch.arange(t, device=ids.device)[None, :]
+    lens = lengths.to(ids.device)[:, None]
+    uni = (ids * _P1) % (buckets - 1) + 1  # (B, T)
+    uni = uni.masked_fill(pos >= lens, 0)
+    bi = (ids[:, :-1] * _P2 + ids[:, 1:] * _P1) % (buckets - 1) + 1  # (B, T-1)
+    bi = bi.masked_fill(pos[:, :-1] >= lens - 1, 0)
+    return torch.cat([uni, bi], dim=1)
 
 
 def pad_batch(ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,6 +12,8 @@ import pytest
 _PREFECT_HOME = tempfile.mkdtemp(prefix="pipeline-tests-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# stage functions log outside flow runs in most tests; that is fine, not a warning
+os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_PREFECT_HOME, "matplotlib"))
 
 from pipeline import lake  # noqa: E402

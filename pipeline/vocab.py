@@ -21,6 +21,7 @@ from pipeline.tokenize import tokenize_expr, tokenizer_settings
 log = logging.getLogger(__name__)
 
 PAD, UNK = "<pad>", "<unk>"
+_BR = "(?i)<br />"  # exactly the strings whose lower case is "<br />"
 PAD_ID, UNK_ID = 0, 1
 
 
@@ -47,13 +48,24 @@ class Vocab:
 
 
 def count_tokens(texts: pl.LazyFrame) -> pl.DataFrame:
-    """Token counts of a `text` column, sorted by count descending then token."""
+    """Token counts of a `text` column, sorted by count descending then token.
+
+    A space never belongs to a token, so each space-separated chunk tokenises on its own: count the
+    chunks (a cheap split), then tokenise only the distinct ones and add their counts up. `<br />`
+    (any case: the tokenizer lower-cases first) holds a space, so it goes before the split.
+    """
+    chunks = (
+        texts.select(pl.col("text").str.replace_all(_BR, " ").str.split(" ").alias("chunk"))
+        .explode("chunk")  # polars 2.x: an empty list gives no row
+        .group_by("chunk")
+        .agg(pl.len().alias("n"))
+    )
     return (
-        texts.select(tokenize_expr(pl.col("text")).alias("token"))
-        .explode("token")  # polars 2.x: an empty list gives no row
+        chunks.select(tokenize_expr(pl.col("chunk")).alias("token"), "n")
+        .explode("token")
         .drop_nulls("token")
         .group_by("token")
-        .agg(pl.len().alias("count"))
+        .agg(pl.col("n").sum().cast(pl.UInt32).alias("count"))
         .sort(["count", "token"], descending=[True, False])
         .collect()
     )

@@ -1,4 +1,5 @@
 import gzip
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -24,6 +25,8 @@ BAD_CSV = (
     "r9,Ünïcode ＡＢＣ &amp; #39;s\\ artefacts,World\n"  # kept, cleaned
     'r10,"unterminated quote,World\n'  # malformed (swallows the rest of the file)
 )
+# The same plus a row whose bytes are not UTF-8, as a file: every reason in one fixture.
+EVERY_BAD_ROW = Path(__file__).parent / "fixtures" / "ingest" / "every_bad_row.csv"
 
 
 def cfg(**kw):
@@ -48,7 +51,7 @@ def test_every_bad_row_is_quarantined_with_its_reason(tmp_path, data):
         6: "unknown_label",
         7: "duplicate_id",
         8: "too_long",
-        12: "malformed",
+        13: "malformed",  # the physical line: r7 spans two
     }
     assert q.filter(pl.col("line") == 5)["raw"].item() == "r4,too many,World,extra"
     assert m["rows_read"] == m["rows_kept"] + m["rows_quarantined"] == 11
@@ -94,7 +97,7 @@ def test_parquet_tsv_and_gzip_sources(tmp_path, data):
     tsv = write(tmp_path / "b.tsv", "id\tbody\nt1\tthree\n")
     gz = tmp_path / "c.csv.gz"
     gz.write_bytes(gzip.compress(b"id,body\ng1,four\n"))
-    m = ing.ingest([pq_src, tsv, gz], DATE, data, ing.IngestConfig(text_column="body"))
+    m = ing.ingest([pq_src, tsv, gz], DATE, data, ing.IngestConfig(text_columns=("body",)))
     assert read(data, "texts")["text"].to_list() == ["one", "two", "three", "four"]
     assert m["rows_kept"] == 4 and [s["rows_read"] for s in m["sources"]] == [2, 1, 1]
 
@@ -119,3 +122,27 @@ def test_max_bad_fraction_publishes_nothing(tmp_path, data):
     with pytest.raises(InputError, match=r"over --max-bad-fraction 0.2; worst reasons: empty_text: 2"):
         ing.ingest([src], DATE, data, cfg(max_bad_fraction=0.2))
     assert (data.texts(DATE) / "part-00000.parquet").read_bytes() == before
+
+
+def test_fixture_with_every_kind_of_bad_row(data):
+    m = ing.ingest([EVERY_BAD_ROW], DATE, data, cfg())
+    q = read(data, "quarantine")
+    assert q.select("line", "reason").rows() == [
+        (3, "empty_text"),
+        (4, "empty_text"),
+        (5, "malformed"),
+        (6, "unknown_label"),
+        (7, "duplicate_id"),
+        (8, "too_long"),
+        (13, "undecodable"),
+        (14, "malformed"),
+    ]
+    assert set(m["quarantined_by_reason"]) == set(ing.REASONS)
+    assert m["rows_read"] == m["rows_kept"] + m["rows_quarantined"] == 4 + 8
+    assert read(data, "texts")["id"].to_list() == ["r1", "r7", "r8", "r9"]
+    assert (
+        q.filter(pl.col("reason") == "undecodable")["raw"].item() == "bad \\xff byte\tWorld\tr11"
+    )  # text, label, id
+    src = m["sources"][0]
+    assert src["size"] == EVERY_BAD_ROW.stat().st_size and len(src["sha256"]) == 64
+    assert m["schema_version"] == 1 and m["cleaning"] == ing.CLEANING and m["config"]["max_text_chars"] == 50

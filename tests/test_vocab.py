@@ -1,11 +1,25 @@
 import json
+from collections import Counter
 
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import ModelError
-from pipeline.vocab import PAD, UNK, UNK_ID, VocabConfig, build_vocab, encode, load_vocab, save_vocab
+from pipeline.tokenize import tokenize_py
+from pipeline.vocab import (
+    PAD,
+    UNK,
+    UNK_ID,
+    VocabConfig,
+    build_vocab,
+    count_tokens,
+    encode,
+    load_vocab,
+    save_vocab,
+)
 
 
 def texts(*xs: str) -> pl.LazyFrame:
@@ -50,3 +64,21 @@ def test_encode_unknown_empty_and_truncated():
     seqs = [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(4)]
     assert seqs == [[a, UNK_ID, b], [UNK_ID], [c, c, c], [UNK_ID]]
     assert offsets.dtype == np.int64
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.characters(codec="utf-8", exclude_categories=["Cs"]),
+                st.sampled_from([" ", "<br />", "<BR />", '"', "Σ", "中", "İ", ".", "\t"]),
+            )
+        ).map("".join),
+        max_size=20,
+    )
+)
+def test_count_tokens_equals_the_python_tokenizer_and_counter(xs):
+    fast = count_tokens(pl.LazyFrame({"text": xs}, schema={"text": pl.String}))
+    slow = Counter(t for x in xs for t in tokenize_py(x))
+    assert dict(zip(fast["token"].to_list(), fast["count"].to_list(), strict=True)) == dict(slow)

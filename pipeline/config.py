@@ -35,8 +35,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ScoreConfig:
-    batch_size: int = 256
+    batch_size: int = 256  # rows per model call (rows of one length; see pipeline/infer.py)
     shard_rows: int = 1_000_000  # rows per Arrow file
+    workers: int = 1  # 1: an inference thread beside tokenisation; N>1: N processes (pipeline/score.py)
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"  # fp32 is exact; the others are measured options
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "shard_rows", "workers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                msg = f"score.{name}: expected a positive integer, got {value!r}"
+                raise ConfigError(msg)
 
 
 @dataclass(frozen=True)

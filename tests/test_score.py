@@ -1,3 +1,5 @@
+import argparse
+import datetime as dt
 import json
 
 import numpy as np
@@ -7,12 +9,13 @@ import pytest
 import torch
 from conftest import write
 
-from pipeline import ingest, registry, train
+from pipeline import ingest, lake, registry, score, train
 from pipeline.config import ScoreConfig, load_config
-from pipeline.errors import ModelError, PipelineError
-from pipeline.model import pad_batch
+from pipeline.errors import ConfigError, ModelError, PipelineError
+from pipeline.infer import build_scorer
+from pipeline.model import batch_from_flat, pad_batch
 from pipeline.schema import predictions_schema
-from pipeline.score import predict_proba, prediction_files, score_partition
+from pipeline.score import prediction_files, score_partition
 from pipeline.vocab import encode
 
 DAY = "2026-02-01"
@@ -26,6 +29,15 @@ TEXTS = [
     "engineers beat bankers in the final",
     "a",
 ]
+
+
+CLOCK = dt.datetime(2026, 2, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def fixed_clock(monkeypatch):
+    """`scored_at` comes from the clock when a job starts; pin it so runs can be compared byte for byte."""
+    monkeypatch.setattr(score, "_now", lambda: CLOCK)
 
 
 @pytest.fixture
@@ -70,8 +82,14 @@ def test_batched_equals_row_by_row(scored):
     lm = registry.load_model(scored.models)
     texts = pl.Series(TEXTS * 5)
     ids, offsets = encode(texts, lm.vocab, max_len=lm.config.max_len)
-    batched = predict_proba(lm.model, ids, offsets, batch_size=4)
+    scorer = build_scorer(lm.model, batch_size=4)
+    assert scorer.kernel == "fused"
+    batched = scorer.predict_proba(ids, offsets)
     with torch.inference_mode():
+        # padded, packed batches of mixed lengths through the model itself
+        x, lengths = batch_from_flat(ids, offsets, np.arange(len(texts)))
+        padded = torch.softmax(lm.model(x, lengths).double(), 1).numpy()
+        np.testing.assert_allclose(batched, padded, atol=1e-5)
         for i in range(len(texts)):
             x, lengths = pad_batch([torch.from_numpy(ids[offsets[i] : offsets[i + 1]])])
             one = torch.softmax(lm.model(x, lengths).double(), 1)[0].numpy()
@@ -80,12 +98,140 @@ def test_batched_equals_row_by_row(scored):
     assert offsets[4] - offsets[3] == lm.config.max_len
 
 
+def test_scored_file_equals_row_by_row(scored):
+    score_partition(scored, DAY, ScoreConfig(batch_size=2))
+    t = read_predictions(scored)
+    lm = registry.load_model(scored.models)
+    with torch.inference_mode():
+        for i, text in enumerate(TEXTS):
+            ids, _ = encode(pl.Series([text]), lm.vocab, max_len=lm.config.max_len)
+            x, lengths = pad_batch([torch.from_numpy(ids)])
+            one = torch.softmax(lm.model(x, lengths).double(), 1)[0].numpy()
+            np.testing.assert_allclose(t.column("probs")[i].as_py(), one, atol=1e-5)
+
+
 def test_shards_are_bounded_and_rescoring_is_skipped(scored):
     m = score_partition(scored, DAY, ScoreConfig(shard_rows=3))
     assert [s["rows"] for s in m["shards"]] == [3, 3, 1]
-    assert [p.name for p in prediction_files(scored.predictions(DAY))] == [s["name"] for s in m["shards"]]
+    files = prediction_files(scored.predictions(DAY))
+    assert [p.name for p in files] == [s["name"] for s in m["shards"]]
+    assert [lake.sha256_file(p) for p in files] == [s["sha256"] for s in m["shards"]]
+    assert [p.stat().st_size for p in files] == [s["bytes"] for s in m["shards"]]
+    on_disk = lake.read_json(scored.predictions(DAY) / "_manifest.json")
+    lm = registry.load_model(scored.models)
+    assert on_disk["model_version"] == lm.version and on_disk["vocab_version"] == lm.vocab.version
+    assert on_disk["scored_at"] == "2026-02-02T03:04:05Z" and on_disk["rows"] == len(TEXTS)
     again = score_partition(scored, DAY, ScoreConfig(shard_rows=3))
     assert again["skipped"]
+    assert not list(scored.predictions(DAY).parent.glob(".*")), "no job folder is left behind"
+
+
+def snapshot(data) -> dict[str, bytes]:
+    folder = data.predictions(DAY)
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_without_rescoring_and_gives_identical_files(scored, monkeypatch):
+    cfg = ScoreConfig(shard_rows=3, batch_size=2)
+    monkeypatch.setattr(score, "WINDOW_ROWS", 2)  # several windows per shard, cut at shard ends
+    score_partition(scored, DAY, cfg)
+    uninterrupted = snapshot(scored)
+    assert len(uninterrupted) == 4  # three shards and the manifest
+    real_close = score._ShardWriter._close
+    closed: list[int] = []
+
+    def close_then_die(self):
+        real_close(self)
+        closed.append(self.shard)
+        raise Killed
+
+    # a new job (the output removed, a later clock); it dies right after its first shard is complete
+    for p in scored.predictions(DAY).iterdir():
+        p.unlink()
+    scored.predictions(DAY).rmdir()
+    monkeypatch.setattr(score, "_now", lambda: CLOCK + dt.timedelta(hours=1))
+    monkeypatch.setattr(score._ShardWriter, "_close", close_then_die)
+    with pytest.raises(Killed):
+        score_partition(scored, DAY, cfg)
+    assert closed == [0] and not scored.predictions(DAY).exists()
+
+    # the resumed run scores only the rows of the missing shards, and keeps the job's scored_at
+    monkeypatch.setattr(score._ShardWriter, "_close", real_close)
+    monkeypatch.setattr(score, "_now", lambda: CLOCK + dt.timedelta(hours=2))
+    seen: list[int] = []
+    real_predict = score.Scorer.predict_proba
+    monkeypatch.setattr(
+        score.Scorer,
+        "predict_proba",
+        lambda self, ids, offsets: seen.append(len(offsets) - 1) or real_predict(self, ids, offsets),
+    )
+    m = score_partition(scored, DAY, cfg)
+    assert sum(seen) == len(TEXTS) - 3
+    assert m["scored_at"] == "2026-02-02T04:04:05Z"
+    resumed = snapshot(scored)
+    assert not list(scored.predictions(DAY).parent.glob(".*")), "the job folder is removed when done"
+
+    # identical to the uninterrupted run once scored_at is the same (it is the only difference)
+    t = read_predictions(scored)
+    assert set(t.column("scored_at").to_pylist()) == {CLOCK + dt.timedelta(hours=1)}
+    for p in scored.predictions(DAY).iterdir():
+        p.unlink()
+    scored.predictions(DAY).rmdir()
+    monkeypatch.setattr(score, "_now", lambda: CLOCK + dt.timedelta(hours=1))
+    score_partition(scored, DAY, cfg)
+    assert snapshot(scored) == resumed
+    assert set(resumed) == set(uninterrupted)
+
+
+def test_rescoring_and_workers_give_byte_identical_files(scored, monkeypatch):
+    monkeypatch.setattr(score, "WINDOW_ROWS", 2)  # enough windows for worker processes to start
+    score_partition(scored, DAY, ScoreConfig(shard_rows=4, workers=1))
+    first = snapshot(scored)
+    for p in scored.predictions(DAY).iterdir():
+        p.unlink()
+    started = []
+    real_init = score._executor.__enter__
+
+    def spy(self):
+        started.append(self.many_windows)
+        return real_init(self)
+
+    monkeypatch.setattr(score._executor, "__enter__", spy)
+    score_partition(scored, DAY, ScoreConfig(shard_rows=4, workers=2))  # two spawned processes
+    assert started == [True]
+    assert snapshot(scored) == first
+
+
+def test_options_change_the_inputs_and_are_checked(scored):
+    m = score_partition(scored, DAY, ScoreConfig())
+    m8 = score_partition(scored, DAY, ScoreConfig(precision="int8"))
+    assert not m8["skipped"] and m8["engine"] == {"kernel": "fused", "precision": "int8"}
+    p8 = np.array(read_predictions(scored).column("probs").to_pylist())
+    assert np.abs(p8.sum(1) - 1).max() < 1e-9 and m["inputs"] != m8["inputs"]
+    with pytest.raises(ConfigError, match=r"score\.batch_size"):
+        ScoreConfig(batch_size=0)
+    assert load_config(None, ["score.workers=2", "score.precision=bf16"]).score == ScoreConfig(
+        workers=2, precision="bf16"
+    )
+    with pytest.raises(ConfigError, match="precision"):
+        load_config(None, ["score.precision=fp16"])
+
+
+def test_command_line_options():
+    parser = argparse.ArgumentParser()
+    score.add_score_arguments(parser)
+    base = ScoreConfig(shard_rows=7)
+    args = parser.parse_args(["--batch-size", "64", "--workers", "2", "--precision", "bf16"])
+    assert score.score_config_from_args(args, base) == ScoreConfig(
+        shard_rows=7, batch_size=64, workers=2, precision="bf16"
+    )
+    assert score.score_config_from_args(parser.parse_args([]), base) == base
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--workers", "0"])
 
 
 def test_missing_partition_and_model_are_clear_errors(scored):

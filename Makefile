@@ -19,7 +19,7 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench fuzz clean distclean nightly backfill
+.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score fuzz clean distclean nightly backfill serve
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
@@ -55,8 +55,16 @@ lint: setup
 	@out=$$(gofmt -l go-exporter); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	cd go-exporter && go vet ./...
 
-bench: setup
+bench: bench-vocab bench-ingest bench-score
+
+bench-vocab: setup
 	$(PY) benchmarks/bench_vocab.py
+
+bench-ingest: setup
+	$(PY) benchmarks/bench_ingest.py
+
+bench-score: setup
+	$(PY) benchmarks/bench_score.py --big-rows 10000000
 
 FUZZTIME ?= 60s
 fuzz: setup
@@ -69,6 +77,9 @@ nightly: setup
 backfill: setup
 	@test -n "$(START)" -a -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD" >&2; exit 2; }
 	$(PY) -m pipeline backfill --start '$(START)' --end '$(END)'
+
+serve: setup
+	$(PY) -m pipeline serve
 
 clean:
 	rm -rf go-exporter/bin .pytest_cache .ruff_cache data/.prefect

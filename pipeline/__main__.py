@@ -7,7 +7,8 @@
     pipeline [--data-dir DIR] evaluate --date YYYY-MM-DD [--model VERSION]
     pipeline [--data-dir DIR] export --date YYYY-MM-DD [--format ndjson|json]
     pipeline [--data-dir DIR] run --date YYYY-MM-DD
-    pipeline [--data-dir DIR] backfill --start DATE --end DATE
+    pipeline [--data-dir DIR] backfill --start DATE --end DATE [--runner local|processes|dask[=ADDRESS]]
+    pipeline [--data-dir DIR] serve [--cron "0 2 * * *"]
     pipeline [--data-dir DIR] models
 
 Exit codes: 0 done, 1 a pipeline error (bad input, missing model, failed export), 2 usage.
@@ -23,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, lake
+from pipeline import __version__, ingest, lake, score
 from pipeline.errors import InputError, PipelineError
 
 
@@ -32,6 +33,14 @@ def _date(value: str) -> str:
         return lake.parse_date(value)
     except InputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _runner(value: str) -> str:
+    kind, _, address = value.partition("=")
+    if kind not in {"local", "processes", "dask"} or (address and kind != "dask"):
+        msg = f"--runner must be local, processes, dask or dask=ADDRESS, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _model_name(value: str) -> str:
@@ -54,17 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="generate a synthetic corpus and run every stage on it")
 
-    s = sub.add_parser("ingest", help="raw CSV/TSV/Parquet files -> the lake partition of a date")
+    s = sub.add_parser(
+        "ingest",
+        help="raw files (CSV, TSV, JSON Lines, text, labelled lines, Parquet) -> a date's lake partition",
+    )
     s.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     s.add_argument("--date", type=_date, required=True)
-    s.add_argument("--text-column", default="text")
-    s.add_argument("--label-column", default="label")
-    s.add_argument("--id-column", default="id")
-    s.add_argument(
-        "--classes", type=Path, help="file of class names, one a line; other labels are quarantined"
-    )
-    s.add_argument("--max-text-chars", type=int, default=10_000)
-    s.add_argument("--max-bad-fraction", type=float, default=1.0, help="fail (publish nothing) above this")
+    ingest.add_ingest_arguments(s)
 
     s = sub.add_parser("train", help="train on labelled lake rows; the new model becomes `latest`")
     s.add_argument("--start", type=_date)
@@ -82,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="score the lake partition of a date into Arrow prediction files")
     s.add_argument("--date", type=_date, required=True)
     s.add_argument("--model", type=_model_name, help="model version (default: latest)")
+    score.add_score_arguments(s)
 
     s = sub.add_parser("evaluate", help="score a labelled partition; write metrics and a confusion matrix")
     s.add_argument("--date", type=_date, required=True)
@@ -97,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("backfill", help="run the nightly job for each date in a range")
     s.add_argument("--start", type=_date, required=True)
     s.add_argument("--end", type=_date, required=True)
+    s.add_argument(
+        "--runner",
+        type=_runner,
+        default="local",
+        help="local (threads), processes, dask (a local cluster) or dask=ADDRESS (an existing cluster)",
+    )
+    s.add_argument("--concurrency", type=int, default=2, help="dates in flight at once (default 2)")
+
+    s = sub.add_parser("serve", help="serve the nightly deployment on a schedule (needs a Prefect server)")
+    s.add_argument("--cron", default="0 2 * * *", help="schedule, cron syntax (default: 02:00 every day)")
+    s.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
 
     sub.add_parser("models", help="list trained models with their validation metrics")
     return p
@@ -145,24 +162,7 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
     if args.command == "demo":
         return demo.format_summary(flows.demo_flow(root))
     if args.command == "ingest":
-        from pipeline.ingest import IngestConfig
-
-        classes = None
-        if args.classes is not None:
-            if not args.classes.is_file():
-                msg = f"{args.classes}: classes file not found"
-                raise InputError(msg)
-            classes = tuple(
-                x.strip() for x in args.classes.read_text(encoding="utf-8").splitlines() if x.strip()
-            )
-        cfg = IngestConfig(
-            text_column=args.text_column,
-            label_column=args.label_column,
-            id_column=args.id_column,
-            classes=classes,
-            max_text_chars=args.max_text_chars,
-            max_bad_fraction=args.max_bad_fraction,
-        )
+        cfg = ingest.ingest_config_from_args(args)
         m = flows.ingest_flow(root, args.date, [str(s) for s in args.sources], cfg)
         return _brief(m, ["date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason"])
     if args.command == "train":
@@ -171,18 +171,26 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         )
         return _brief(m, ["version", "skipped", "val_accuracy", "val_macro_f1", "path"])
     if args.command == "score":
-        return _brief(
-            flows.score_flow(root, args.date, args.model), ["date", "rows", "model_version", "skipped"]
-        )
+        from pipeline.config import ScoreConfig
+
+        cfg = score.score_config_from_args(args, ScoreConfig())
+        m = flows.score_flow(root, args.date, args.model, cfg)
+        return _brief(m, ["date", "rows", "model_version", "skipped"])
     if args.command == "evaluate":
         m = flows.evaluate_flow(root, args.date, args.model)
-        return _brief(m, ["date", "model_version", "rows", "accuracy", "macro_f1", "rows_unknown_label", "path"])
+        return _brief(
+            m, ["date", "model_version", "rows", "accuracy", "macro_f1", "rows_unknown_label", "path"]
+        )
     if args.command == "export":
         return _brief(flows.export_flow(root, args.date, args.format), ["date", "rows", "path", "skipped"])
     if args.command == "run":
-        return json.dumps(_small(flows.nightly_flow(root, args.date)), indent=2)
+        return _table(flows.nightly_flow(root, args.date))
     if args.command == "backfill":
-        return json.dumps([_small(s) for s in flows.backfill_flow(root, args.start, args.end)], indent=2)
+        m = flows.run_backfill(root, args.start, args.end, runner=args.runner, concurrency=args.concurrency)
+        return _table(m)
+    if args.command == "serve":
+        flows.serve_nightly(root, cron=args.cron, name=args.name)
+        return None
     raise AssertionError(args.command)
 
 
@@ -190,14 +198,10 @@ def _brief(m: dict[str, Any], keys: list[str]) -> str:
     return json.dumps({k: m.get(k) for k in keys}, indent=2, ensure_ascii=False)
 
 
-def _small(summary: dict[str, Any]) -> dict[str, Any]:
-    """A nightly summary without the bulky parts of the manifests."""
-    out: dict[str, Any] = {"date": summary["date"]}
-    if "ingest" in summary:
-        out["ingest"] = {k: summary["ingest"][k] for k in ("rows_read", "rows_kept", "rows_quarantined")}
-    out["score"] = {k: summary["score"][k] for k in ("rows", "model_version", "skipped")}
-    out["export"] = {k: summary["export"][k] for k in ("rows", "path", "skipped")}
-    return out
+def _table(summary: dict[str, Any]) -> str:
+    from pipeline.nightly import summary_markdown
+
+    return f"{summary_markdown(summary)}\nsummary: {summary['path']}"
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ import polars as pl
 from pipeline import lake
 from pipeline.config import PipelineConfig, load_config
 
+# The foundation model: embedding -> LSTM -> last hidden state -> linear.
+DEMO_OVERRIDES = ["model.rnn_type=lstm", "model.pooling=last", "train.epochs=12", "train.patience=4"]
+
 
 def demo_config() -> PipelineConfig:
-    """The foundation model: embedding -> LSTM -> last hidden state -> linear."""
-    return load_config(
-        None, ["model.rnn_type=lstm", "model.pooling=last", "train.epochs=12", "train.patience=4"]
-    )
+    return load_config(None, DEMO_OVERRIDES)
 
 
 def summarize(
@@ -23,15 +23,16 @@ def summarize(
     """Rows in and out, validation accuracy overall and on the word-order slice, the export's path."""
     val = pl.read_parquet(data.model(trained["version"]) / "validation_predictions.parquet")
     order = val.filter(pl.col("id").str.contains("-order-"))
+    day = night["dates"][0]
     return {
-        "rows_ingested": sum(m["rows_kept"] for m in ingested),
-        "rows_quarantined": sum(m["rows_quarantined"] for m in ingested),
+        "rows_ingested": sum(m["rows_kept"] for m in ingested) + day["ingest"]["rows_kept"],
+        "rows_quarantined": sum(m["rows_quarantined"] for m in ingested) + day["ingest"]["rows_quarantined"],
         "model_version": trained["version"],
         "val_accuracy": float((val["label"] == val["predicted"]).mean()),
         "val_accuracy_order_slice": float((order["label"] == order["predicted"]).mean()),
         "val_rows_order_slice": order.height,
-        "rows_scored": night["score"]["rows"],
-        "export": str(data.root / night["export"]["path"]),
+        "rows_scored": day["score"]["rows"],
+        "export": str(data.root / day["export"]["path"]),
     }
 
 

@@ -48,16 +48,23 @@ def evaluate_partition(data: lake.DataDir, date: str, *, model_version: str | No
             "hint: evaluate a labelled partition ingested with the same classes"
         )
         raise InputError(msg)
-    y = known["label"].replace_strict(lm.labels, list(range(len(lm.labels))), return_dtype=pl.Int64).to_numpy()
+    y = (
+        known["label"]
+        .replace_strict(lm.labels, list(range(len(lm.labels))), return_dtype=pl.Int64)
+        .to_numpy()
+    )
     pred = predict_labels(lm, known["text"])
     metrics = report.compute_metrics(y, pred, lm.labels)
-    metrics.update(
-        model_version=lm.version, date=date, rows_unknown_label=df.height - known.height
-    )
+    metrics.update(model_version=lm.version, date=date, rows_unknown_label=df.height - known.height)
     out = data.root / "reports" / lm.version / f"date={date}"
     with lake.publish_dir(out) as tmp:
         lake.write_json(tmp / "metrics.json", metrics)
         report.plot_confusion(metrics, tmp / "confusion.png", title=f"{lm.version} on {date}")
-    log.info("%s with model %s: accuracy %.4f, macro-F1 %.4f", date, lm.version, metrics["accuracy"],
-             metrics["macro_f1"])
+    log.info(
+        "%s with model %s: accuracy %.4f, macro-F1 %.4f",
+        date,
+        lm.version,
+        metrics["accuracy"],
+        metrics["macro_f1"],
+    )
     return {**metrics, "path": str(out)}

@@ -1,37 +1,70 @@
 """Prefect flows: wiring only. Every task calls one stage function; tasks pass paths and manifests.
 
 This is the only module that imports Prefect (a test keeps it so). Stages decide themselves whether
-their outputs are up to date, so Prefect's own caching is off (`NO_CACHE`).
+their outputs are up to date, so Prefect's own caching is off (`NO_CACHE`). Retries only where a
+failure can be transient: file I/O (`OSError`) and the go-exporter process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from pipeline import corpus, demo, lake
+from pipeline import corpus, demo, lake, nightly
 from pipeline import evaluate as evaluate_stage
-from pipeline import export as export_stage
 from pipeline import ingest as ingest_stage
-from pipeline import score as score_stage
 from pipeline import train as train_stage
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import PipelineConfig, ScoreConfig, load_config
+from pipeline.errors import ExportError
 
 
 def _data(root: str) -> lake.DataDir:
     return lake.DataDir.at(root)
 
 
+def _transient(exc_types: tuple[type[BaseException], ...]):
+    def retry(task, task_run, state) -> bool:
+        try:
+            state.result()
+        except exc_types:
+            return True
+        except Exception:
+            return False
+        return False
+
+    return retry
+
+
+_IO = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient((OSError,)))
+_EXPORTER = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient((OSError, ExportError)))
+
+
 # ---------------------------------------------------------------------------- tasks
 
 
-@task(name="ingest", cache_policy=NO_CACHE)
+@task(name="ingest", cache_policy=NO_CACHE, **_IO)
 def ingest_task(root: str, sources: list[str], date: str, cfg: ingest_stage.IngestConfig) -> dict[str, Any]:
-    return ingest_stage.ingest([Path(s) for s in sources], date, _data(root), cfg)
+    m = ingest_stage.ingest([Path(s) for s in sources], date, _data(root), cfg)
+    return {k: m[k] for k in ("date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason")}
+
+
+@task(name="ingest-raw", cache_policy=NO_CACHE, **_IO)
+def ingest_date_task(root: str, date: str) -> dict[str, Any]:
+    return nightly.ingest_date(_data(root), date)
+
+
+@task(name="vocabulary", cache_policy=NO_CACHE, **_IO)
+def vocab_task(root: str, cfg: PipelineConfig, start: str | None, end: str | None) -> dict[str, Any]:
+    return train_stage.build_lake_vocab(_data(root), cfg, start=start, end=end)
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -39,27 +72,50 @@ def train_task(root: str, cfg: PipelineConfig, start: str | None, end: str | Non
     return train_stage.train(_data(root), cfg, start=start, end=end)
 
 
-@task(name="score", cache_policy=NO_CACHE)
-def score_task(root: str, date: str, cfg: PipelineConfig, model: str | None) -> dict[str, Any]:
-    m = score_stage.score_partition(_data(root), date, cfg.score, model_version=model)
-    return {k: m[k] for k in ("date", "rows", "model_version", "skipped")}
+@task(name="score", cache_policy=NO_CACHE, **_IO)
+def score_task(root: str, date: str, cfg: ScoreConfig, model: str | None) -> dict[str, Any]:
+    return nightly.score_date(_data(root), date, cfg, model)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str, date: str, model: str | None) -> dict[str, Any]:
     m = evaluate_stage.evaluate_partition(_data(root), date, model_version=model)
-    return {k: m[k] for k in ("date", "model_version", "rows", "accuracy", "macro_f1", "rows_unknown_label", "path")}
+    return {
+        k: m[k]
+        for k in ("date", "model_version", "rows", "accuracy", "macro_f1", "rows_unknown_label", "path")
+    }
 
 
-# The exporter is an external process: the one place a retry can help.
-@task(name="export", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+@task(name="export", cache_policy=NO_CACHE, **_EXPORTER)
 def export_task(root: str, date: str, fmt: str) -> dict[str, Any]:
-    return export_stage.export_partition(_data(root), date, fmt=fmt)  # type: ignore[arg-type]
+    return nightly.export_date(_data(root), date, fmt)
 
 
 @task(name="generate-corpus", cache_policy=NO_CACHE)
 def corpus_task(root: str) -> list[str]:
     return [str(p) for p in corpus.generate_corpus(_data(root))]
+
+
+# ---------------------------------------------------------------------------- runners
+
+
+def make_task_runner(spec: str = "local", *, concurrency: int = 2) -> TaskRunner:
+    """`local` (threads), `processes`, `dask` (a local cluster) or `dask=ADDRESS` (an existing one)."""
+    kind, _, address = spec.partition("=")
+    if kind == "local":
+        return ThreadPoolTaskRunner(max_workers=concurrency)
+    if kind == "processes":
+        return ProcessPoolTaskRunner(max_workers=concurrency)
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(
+            cluster_kwargs={"n_workers": concurrency, "processes": True, "threads_per_worker": 1}
+        )
+    msg = f"--runner must be local, processes, dask or dask=ADDRESS, got {spec!r}"
+    raise ValueError(msg)
 
 
 # ---------------------------------------------------------------------------- flows
@@ -72,6 +128,11 @@ def ingest_flow(
     return ingest_task(root, sources, date, cfg or ingest_stage.IngestConfig())
 
 
+@flow(name="vocabulary")
+def vocab_flow(root: str, start: str | None = None, end: str | None = None) -> dict[str, Any]:
+    return vocab_task(root, PipelineConfig(), start, end)
+
+
 @flow(name="train")
 def train_flow(
     root: str,
@@ -81,12 +142,15 @@ def train_flow(
     overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     cfg = load_config(Path(config_file) if config_file else None, overrides)
+    vocab_task(root, cfg, start, end)
     return train_task(root, cfg, start, end)
 
 
 @flow(name="score")
-def score_flow(root: str, date: str, model: str | None = None) -> dict[str, Any]:
-    return score_task(root, date, PipelineConfig(), model)
+def score_flow(
+    root: str, date: str, model: str | None = None, cfg: ScoreConfig | None = None
+) -> dict[str, Any]:
+    return score_task(root, date, cfg or ScoreConfig(), model)
 
 
 @flow(name="evaluate")
@@ -99,23 +163,61 @@ def export_flow(root: str, date: str, fmt: str = "ndjson") -> dict[str, Any]:
     return export_task(root, date, fmt)
 
 
-@flow(name="nightly")
-def nightly_flow(root: str, date: str | None = None) -> dict[str, Any]:
-    """Ingest `raw/<date>/` (if it has files), score with the `latest` model, export."""
-    date = lake.parse_date(date or dt.datetime.now(dt.UTC).date().isoformat())
-    data = _data(root)
-    sources = [str(p) for p in ingest_stage.raw_sources(data, date)]
-    summary: dict[str, Any] = {"date": date}
-    if sources:
-        summary["ingest"] = ingest_task(root, sources, date, ingest_stage.IngestConfig())
-    summary["score"] = score_task(root, date, PipelineConfig(), None)
-    summary["export"] = export_task(root, date, "ndjson")
+def _run_id() -> str:
+    run = flow_run.get_id()
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{(run or uuid.uuid4().hex)[:8]}"
+
+
+def _publish_summary(root: str, flow_name: str, days: list[dict[str, Any]], t0: float) -> dict[str, Any]:
+    summary = nightly.summarize_run(_run_id(), flow_name, days, time.perf_counter() - t0)
+    summary["path"] = nightly.write_run_summary(_data(root), summary)
+    create_markdown_artifact(
+        key=f"{flow_name}-summary", markdown=nightly.summary_markdown(summary), description="rows and seconds"
+    )
     return summary
 
 
+@flow(name="nightly")
+def nightly_flow(root: str, date: str | None = None) -> dict[str, Any]:
+    """Ingest `raw/<date>/` (default: today, UTC), score with the `latest` model, export."""
+    t0 = time.perf_counter()
+    date = lake.parse_date(date or dt.datetime.now(dt.UTC).date().isoformat())
+    day = {
+        "date": date,
+        "ingest": ingest_date_task(root, date),
+        "score": score_task(root, date, ScoreConfig(), None),
+        "export": export_task(root, date, "ndjson"),
+    }
+    return _publish_summary(root, "nightly", [day], t0)
+
+
 @flow(name="backfill")
-def backfill_flow(root: str, start: str, end: str) -> list[dict[str, Any]]:
-    return [nightly_flow(root, d) for d in lake.date_range(start, end)]
+def backfill_flow(root: str, start: str, end: str) -> dict[str, Any]:
+    """The nightly job for every date in [start, end]; dates run concurrently on the flow's task runner."""
+    t0 = time.perf_counter()
+    chains = []
+    for date in lake.date_range(start, end):
+        i = ingest_date_task.submit(root, date)
+        s = score_task.submit(root, date, ScoreConfig(), None, wait_for=[i])
+        e = export_task.submit(root, date, "ndjson", wait_for=[s])
+        chains.append((date, i, s, e))
+    days = [
+        {"date": d, "ingest": i.result(), "score": s.result(), "export": e.result()} for d, i, s, e in chains
+    ]
+    return _publish_summary(root, "backfill", days, t0)
+
+
+def run_backfill(
+    root: str, start: str, end: str, *, runner: str = "local", concurrency: int = 2
+) -> dict[str, Any]:
+    return backfill_flow.with_options(task_runner=make_task_runner(runner, concurrency=concurrency))(
+        root, start, end
+    )
+
+
+def serve_nightly(root: str, *, cron: str = "0 2 * * *", name: str = "nightly") -> None:
+    """Register the `nightly` deployment on the Prefect server at PREFECT_API_URL and run it on schedule."""
+    nightly_flow.serve(name=name, cron=cron, parameters={"root": root}, pause_on_shutdown=False)
 
 
 @flow(name="demo")
@@ -128,6 +230,6 @@ def demo_flow(root: str) -> dict[str, Any]:
         ingest_task(root, [str(p) for p in ingest_stage.raw_sources(data, d)], d, cfg)
         for d in corpus.TRAIN_DATES
     ]
-    trained = train_task(root, demo.demo_config(), corpus.TRAIN_DATES[0], corpus.TRAIN_DATES[-1])
+    trained = train_flow(root, corpus.TRAIN_DATES[0], corpus.TRAIN_DATES[-1], None, demo.DEMO_OVERRIDES)
     night = nightly_flow(root, corpus.SCORE_DATE)
-    return demo.summarize(data, [*ingested, night["ingest"]], trained, night)
+    return demo.summarize(data, ingested, trained, night)

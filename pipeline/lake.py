@@ -19,11 +19,13 @@ reader never sees a half-written partition and a crash leaves the previous one i
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,6 +110,13 @@ class DataDir:
     def runs(self) -> Path:
         return self.root / "runs"
 
+    def stamp(self, stage: str, date: str) -> Path:
+        """What a stage consumed and produced for a date (see `nightly.py`)."""
+        return self.root / "state" / stage / f"{parse_date(date)}.json"
+
+    def lock_file(self, name: str) -> Path:
+        return self.root / "state" / "locks" / f"{check_name(name, 'lock')}.lock"
+
     def text_dates(self) -> list[str]:
         """Dates that have a complete (manifested) lake partition, sorted."""
         base = self.root / "lake" / "texts"
@@ -176,7 +185,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def sha256_json(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------- partitions
@@ -241,3 +251,41 @@ def list_files(folder: Path, suffix: str) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith((".", "_"))
     )
+
+
+# ---------------------------------------------------------------------------- locks
+
+
+@contextmanager
+def locked(data: DataDir, name: str, *, timeout: float | None = None) -> Iterator[None]:
+    """Hold an exclusive lock `name` (e.g. `date-2026-01-01`) for the duration of the block.
+
+    A second run that wants the same partition waits up to `timeout` seconds (default
+    `$PIPELINE_LOCK_TIMEOUT` or 600), then fails with an error naming the holder. The lock is an
+    `flock` on a file under `state/locks/`: the kernel releases it when the holder dies, even by SIGKILL.
+    """
+    if timeout is None:
+        timeout = float(os.environ.get("PIPELINE_LOCK_TIMEOUT", "600"))
+    path = data.lock_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                    msg = (
+                        f"{name}: another run (pid {holder}) is writing this partition; "
+                        f"waited {timeout:.0f} s; hint: let it finish, or raise PIPELINE_LOCK_TIMEOUT"
+                    )
+                    raise PipelineError(msg) from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -94,7 +94,7 @@ _P1, _P2 = 1_000_003, 998_244_353  # odd multipliers for hashing token ids into 
 def hash_ngrams(ids: torch.Tensor, lengths: torch.Tensor, buckets: int) -> torch.Tensor:
     """(B, T) token ids -> (B, 2T-1) bucket ids of every unigram and bigram; 0 where past the end.
 
-        ids  [a b c 0]  (length 3)  ->  [h(a) h(b) h(c) 0 | h(a,b) h(b,c) 0]
+    ids  [a b c 0]  (length 3)  ->  [h(a) h(b) h(c) 0 | h(a,b) h(b,c) 0]
     """
     t = ids.size(1)
     pos = torch.arange(t, device=ids.device)[None, :]

@@ -245,6 +245,16 @@ def _save_checkpoint(
 # ---------------------------------------------------------------------------- the stage
 
 
+def build_lake_vocab(
+    data: lake.DataDir, cfg: PipelineConfig, *, start: str | None = None, end: str | None = None
+) -> dict[str, Any]:
+    """The vocabulary stage: build from every lake text in [start, end] and save it under `vocab/`."""
+    files = lake_files(data, start, end)
+    vocab = build_vocab(read_lake(files).lazy().select("text"), cfg.vocab)
+    path = save_vocab(vocab, data.vocab)
+    return {"version": vocab.version, "size": len(vocab), "path": str(path), "partitions": len(files)}
+
+
 def train(
     data: lake.DataDir, cfg: PipelineConfig, *, start: str | None = None, end: str | None = None
 ) -> dict[str, Any]:

@@ -2,7 +2,7 @@ import pytest
 
 from pipeline.__main__ import build_parser, main
 
-COMMANDS = ["demo", "ingest", "train", "evaluate", "score", "export", "run", "backfill", "models"]
+COMMANDS = ["demo", "ingest", "train", "evaluate", "score", "export", "run", "backfill", "serve", "models"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,0 +1,149 @@
+"""The nightly job for one date, as plain functions: ingest `raw/<date>/`, score, export.
+
+Each step runs under the date's lock (two runs can never write the same partition) and does no work
+when its outputs are up to date: ingest compares the raw files' hashes and its options with what it
+recorded last time (`state/ingest/<date>.json`); scoring and export compare the hashes of their
+inputs and the model version with their manifests. Change a raw file and only that date is ingested
+again; train a new model and every date is scored and exported again, nothing else.
+
+Run summaries (`runs/<run>.json` and a Markdown table) count rows per date and seconds per stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from pipeline import export, ingest, lake, score
+from pipeline.config import ScoreConfig
+
+log = logging.getLogger(__name__)
+
+
+def ingest_date(data: lake.DataDir, date: str) -> dict[str, Any]:
+    """Ingest every file in `raw/<date>/` (options from its `_ingest.toml`, if any)."""
+    t0 = time.perf_counter()
+    sources = ingest.raw_sources(data, date)
+    if not sources:
+        existing = lake.read_manifest(data.texts(date))
+        log.info(
+            "%s: no raw files; %s", date, "keeping the lake partition" if existing else "nothing to ingest"
+        )
+        return _ingest_result(date, existing, skipped=True, seconds=time.perf_counter() - t0)
+    cfg = ingest.load_folder_config(data.raw(date))
+    inputs = {
+        "sources": [[str(p.relative_to(data.root)), lake.sha256_file(p)] for p in sources],
+        "config": lake.sha256_json(dataclasses.asdict(cfg)),
+    }
+    with lake.locked(data, f"date-{date}"):
+        current = lake.read_manifest(data.texts(date))
+        stamp_path = data.stamp("ingest", date)
+        stamp = lake.read_json(stamp_path) if stamp_path.is_file() else None
+        if current is not None and stamp == {"inputs": inputs, "output": lake.sha256_json(current)}:
+            log.info("%s: lake partition is up to date with raw/%s; nothing to ingest", date, date)
+            return _ingest_result(date, current, skipped=True, seconds=time.perf_counter() - t0)
+        m = ingest.ingest(sources, date, data, cfg)
+        lake.write_json(stamp_path, {"inputs": inputs, "output": lake.sha256_json(m)})
+    return _ingest_result(date, m, skipped=False, seconds=time.perf_counter() - t0)
+
+
+def _ingest_result(date: str, m: dict[str, Any] | None, *, skipped: bool, seconds: float) -> dict[str, Any]:
+    m = m or {}
+    return {
+        "date": date,
+        "rows_read": m.get("rows_read", 0),
+        "rows_kept": m.get("rows_kept", 0),
+        "rows_quarantined": m.get("rows_quarantined", 0),
+        "skipped": skipped,
+        "seconds": round(seconds, 3),
+    }
+
+
+def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | None = None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    with lake.locked(data, f"date-{date}"):
+        m = score.score_partition(data, date, cfg, model_version=model)
+    return {
+        "date": date,
+        "rows": m["rows"],
+        "model_version": m["model_version"],
+        "skipped": m["skipped"],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def export_date(data: lake.DataDir, date: str, fmt: str = "ndjson") -> dict[str, Any]:
+    t0 = time.perf_counter()
+    with lake.locked(data, f"date-{date}"):
+        m = export.export_partition(data, date, fmt=fmt)  # type: ignore[arg-type]
+    return {
+        "date": date,
+        "rows": m["rows"],
+        "path": m["path"],
+        "skipped": m["skipped"],
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+# ---------------------------------------------------------------------------- run summaries
+
+
+def summarize_run(run_id: str, flow: str, days: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """One record per date with the rows in and out of each stage; totals; wall time."""
+    for d in days:
+        kept, scored, exported = d["ingest"]["rows_kept"], d["score"]["rows"], d["export"]["rows"]
+        if not (kept == scored == exported):
+            msg = f"{d['date']}: counts do not add up: kept {kept}, scored {scored}, exported {exported}"
+            raise AssertionError(msg)
+    stage_seconds = sum(d[s]["seconds"] for d in days for s in ("ingest", "score", "export"))
+    return {
+        "run": run_id,
+        "flow": flow,
+        "dates": days,
+        "totals": {
+            k: sum(d[s][f] for d in days)
+            for k, (s, f) in {
+                "rows_read": ("ingest", "rows_read"),
+                "rows_ingested": ("ingest", "rows_kept"),
+                "rows_quarantined": ("ingest", "rows_quarantined"),
+                "rows_scored": ("score", "rows"),
+                "rows_exported": ("export", "rows"),
+            }.items()
+        },
+        "seconds": {"wall": round(seconds, 3), "stages": round(stage_seconds, 3)},
+    }
+
+
+def write_run_summary(data: lake.DataDir, summary: dict[str, Any]) -> str:
+    path = data.runs / f"{lake.check_name(summary['run'], 'run')}.json"
+    lake.write_json(path, summary)
+    return str(path)
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    def mark(step: dict[str, Any]) -> str:
+        return " (up to date)" if step["skipped"] else ""
+
+    lines = [
+        f"# {summary['flow']} run {summary['run']}",
+        "",
+        "| date | ingested | quarantined | scored | exported | model | ingest s | score s | export s |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for d in summary["dates"]:
+        i, s, e = d["ingest"], d["score"], d["export"]
+        lines.append(
+            f"| {d['date']} | {i['rows_kept']}{mark(i)} | {i['rows_quarantined']} | {s['rows']}{mark(s)} | "
+            f"{e['rows']}{mark(e)} | {s['model_version']} | {i['seconds']:.2f} | {s['seconds']:.2f} | "
+            f"{e['seconds']:.2f} |"
+        )
+    t = summary["totals"]
+    lines += [
+        "",
+        f"Totals: {t['rows_ingested']} ingested, {t['rows_quarantined']} quarantined, "
+        f"{t['rows_scored']} scored, {t['rows_exported']} exported. Wall {summary['seconds']['wall']:.1f} s, "
+        f"of which {summary['seconds']['stages']:.1f} s in the stages.",
+    ]
+    return "\n".join(lines)

@@ -50,8 +50,8 @@ test: setup
 	cd go-exporter && go vet ./... && go test ./...
 
 lint: setup
-	$(PY) -m ruff check pipeline tests
-	$(PY) -m ruff format --check pipeline tests
+	$(PY) -m ruff check pipeline tests benchmarks
+	$(PY) -m ruff format --check pipeline tests benchmarks
 	@out=$$(gofmt -l go-exporter); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	cd go-exporter && go vet ./...
 

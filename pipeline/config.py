@@ -22,14 +22,14 @@ from pipeline.vocab import VocabConfig
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 0  # upper bound; 0 = chosen by data size (see `resolve_for_data`)
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.0
     clip_norm: float = 1.0
     val_fraction: float = 0.1
     seed: int = 13
-    patience: int = 3  # epochs without validation improvement before stopping
+    patience: int = 0  # epochs without validation improvement before stopping; 0 = by data size
     lr_schedule: Literal["plateau", "none"] = "plateau"
 
 
@@ -149,3 +149,20 @@ def _parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+
+
+def resolve_for_data(cfg: PipelineConfig, *, rows: int) -> PipelineConfig:
+    """Fill the settings left at 0 ("auto") from the size of the training data.
+
+    Small data sets need more passes and tolerate rarer tokens; large ones converge in a few epochs
+    and gain nothing from singleton tokens. The resolved values are what the model records.
+    """
+    train = cfg.train
+    if train.epochs == 0:
+        train = dataclasses.replace(train, epochs=max(6, min(30, round(300_000 / max(rows, 1)))))
+    if train.patience == 0:
+        train = dataclasses.replace(train, patience=3 if rows < 50_000 else 2)
+    vocab = cfg.vocab
+    if vocab.min_count == 0:
+        vocab = dataclasses.replace(vocab, min_count=1 if rows < 200_000 else 2)
+    return dataclasses.replace(cfg, train=train, vocab=vocab)

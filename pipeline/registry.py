@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from pipeline import lake
 from pipeline.errors import ModelError
 from pipeline.model import ModelConfig, TextClassifier
+from pipeline.schema import LAKE_SCHEMA_VERSION
 from pipeline.vocab import Vocab, load_vocab
 
 MODEL_FORMAT_VERSION = 1
@@ -35,6 +36,7 @@ class LoadedModel:
     config: ModelConfig
     labels: list[str]
     vocab: Vocab
+    meta: dict[str, Any]
 
 
 def write_model_files(folder: Path, model: TextClassifier, meta: dict[str, Any]) -> None:
@@ -99,7 +101,26 @@ def load_model(models: Path, version: str | None = None, *, device: str = "cpu")
         raise ModelError(msg)
     model.load_state_dict(state)
     model.to(device).eval()
-    return LoadedModel(version=version, model=model, config=cfg, labels=labels, vocab=vocab)
+    return LoadedModel(version=version, model=model, config=cfg, labels=labels, vocab=vocab, meta=meta)
+
+
+def check_compatible(lm: LoadedModel, lake_manifest: dict[str, Any], *, where: Path) -> None:
+    """Refuse to score lake data the model was not built for: another lake schema or text cleaning."""
+    expected = lm.meta.get("lake_schema_version", LAKE_SCHEMA_VERSION)
+    if lake_manifest.get("schema_version") != expected:
+        msg = (
+            f"{where}: lake schema version {lake_manifest.get('schema_version')}, but model {lm.version} "
+            f"was trained on version {expected}; hint: re-ingest the partition, or train on the new schema"
+        )
+        raise ModelError(msg)
+    cleaning = lm.meta.get("cleaning_version")
+    got = (lake_manifest.get("cleaning") or {}).get("version")
+    if cleaning is not None and got != cleaning:
+        msg = (
+            f"{where}: texts cleaned with cleaning version {got}, but model {lm.version} was trained on "
+            f"version {cleaning}; hint: re-ingest the partition so training and scoring see the same text"
+        )
+        raise ModelError(msg)
 
 
 def list_models(models: Path) -> list[dict[str, Any]]:

@@ -89,6 +89,7 @@ def score_partition(
 
     device = registry.to_device()
     lm = registry.load_model(data.models, version, device=device)
+    registry.check_compatible(lm, lake_manifest, where=texts_dir)
     scorer = build_scorer(lm.model, batch_size=cfg.batch_size, precision=cfg.precision, device=device)
     rows = int(lake_manifest["rows_kept"])
     n_shards = max(1, math.ceil(rows / cfg.shard_rows))

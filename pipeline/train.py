@@ -22,9 +22,11 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import lake, registry, report
-from pipeline.config import PipelineConfig, TrainConfig, to_dict
+from pipeline.config import PipelineConfig, TrainConfig, resolve_for_data, to_dict
 from pipeline.errors import InputError
+from pipeline.ingest import CLEANING
 from pipeline.model import TextClassifier, batch_from_flat
+from pipeline.schema import LAKE_SCHEMA_VERSION
 from pipeline.vocab import build_vocab, encode, save_vocab
 
 log = logging.getLogger(__name__)
@@ -250,7 +252,9 @@ def build_lake_vocab(
 ) -> dict[str, Any]:
     """The vocabulary stage: build from every lake text in [start, end] and save it under `vocab/`."""
     files = lake_files(data, start, end)
-    vocab = build_vocab(read_lake(files).lazy().select("text"), cfg.vocab)
+    df = read_lake(files)
+    cfg = resolve_for_data(cfg, rows=df.filter(pl.col("label").is_not_null()).height)
+    vocab = build_vocab(df.lazy().select("text"), cfg.vocab)
     path = save_vocab(vocab, data.vocab)
     return {"version": vocab.version, "size": len(vocab), "path": str(path), "partitions": len(files)}
 
@@ -269,6 +273,7 @@ def train(
             "hint: ingest labelled files (a `label` column) first"
         )
         raise InputError(msg)
+    cfg = resolve_for_data(cfg, rows=labelled.height)
     vocab = build_vocab(df.lazy().select("text"), cfg.vocab)
     labels = sorted(labelled["label"].unique().to_list())
     resolved = to_dict(cfg)
@@ -322,6 +327,8 @@ def train(
             "train": asdict(cfg.train),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "dates": sorted({d for d, _, _ in files}),
+            "lake_schema_version": LAKE_SCHEMA_VERSION,
+            "cleaning_version": CLEANING["version"],
         }
         registry.write_model_files(tmp, model, meta)
         save_vocab(vocab, tmp).rename(tmp / "vocab.json")

@@ -28,7 +28,7 @@ PAD_ID, UNK_ID = 0, 1
 @dataclass(frozen=True)
 class VocabConfig:
     max_size: int = 50_000  # including <pad> and <unk>
-    min_count: int = 1
+    min_count: int = 0  # 0 = chosen by corpus size (`config.resolve_for_data`)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,110 @@
+"""Issue 4 through the command line: the lesson's four classifiers, evaluation, refusals."""
+
+import json
+import os
+
+import pytest
+
+from conftest import tiny_corpus
+from pipeline import corpus, ingest, lake
+from pipeline.__main__ import main
+from pipeline.vocab import VocabConfig, build_vocab, save_vocab
+
+SMALL = ["--set", "model.embed_dim=8", "--set", "model.hidden_dim=8", "--set", "train.epochs=2"]
+LESSON = {
+    "rnn-mean": ["--set", "model.rnn_type=rnn", "--set", "model.pooling=mean"],
+    "lstm-last": ["--set", "model.rnn_type=lstm", "--set", "model.pooling=last"],
+    "bilstm": ["--set", "model.rnn_type=lstm", "--set", "model.bidirectional=true"],
+    "bilstm-3-dropout": [
+        "--set",
+        "model.bidirectional=true",
+        "--set",
+        "model.num_layers=3",
+        "--set",
+        "model.dropout=0.3",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def lake_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lesson") / "data"
+    data = lake.DataDir.at(root)
+    tiny_corpus(data, rows_per_day=80)
+    ingest.ingest(ingest.raw_sources(data, corpus.SCORE_DATE), corpus.SCORE_DATE, data, ingest.IngestConfig())
+    return root
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("name", LESSON)
+def test_lesson_configurations_train_and_score_through_the_cli(name, lake_root, capsys):
+    base = ["--data-dir", str(lake_root)]
+    assert main([*base, "train", "--end", corpus.TRAIN_DATES[-1], *SMALL, *LESSON[name]]) == 0
+    version = json.loads(capsys.readouterr().out)["version"]
+    assert os.readlink(lake_root / "models" / "latest") == version
+    cfg = json.loads((lake_root / "models" / version / "config.json").read_text())
+    for key in (
+        "rnn_type",
+        "embed_dim",
+        "hidden_dim",
+        "num_layers",
+        "bidirectional",
+        "pooling",
+        "labels",
+        "max_len",
+    ):
+        assert key in cfg
+    assert main([*base, "score", "--date", corpus.SCORE_DATE]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["model_version"] == version and scored["rows"] == 40
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_evaluate_writes_metrics_and_confusion(lake_root, capsys):
+    base = ["--data-dir", str(lake_root)]
+    assert main([*base, "train", "--end", corpus.TRAIN_DATES[-1], *SMALL]) == 0
+    capsys.readouterr()
+    assert main([*base, "evaluate", "--date", corpus.TRAIN_DATES[0]]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"] == 80 and 0 <= out["accuracy"] <= 1
+    report = json.loads((lake_root / out["path"] / "metrics.json").read_text())
+    assert sum(map(sum, report["confusion"])) == 80
+    assert set(report["per_class"]) == set(corpus.CLASSES)
+    assert (lake_root / out["path"] / "confusion.png").stat().st_size > 1000
+    assert main([*base, "models"]) == 0
+    assert "* " in capsys.readouterr().out  # the latest model is marked
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_mismatched_vocabulary_is_refused(lake_root, capsys):
+    base = ["--data-dir", str(lake_root)]
+    assert main([*base, "train", "--end", corpus.TRAIN_DATES[-1], *SMALL]) == 0
+    version = json.loads(capsys.readouterr().out)["version"]
+    folder = lake_root / "models" / version
+    original = (folder / "vocab.json").read_bytes()
+    import polars as pl
+
+    other = build_vocab(pl.LazyFrame({"text": ["some other corpus"]}), VocabConfig())
+    save_vocab(other, folder / "x").replace(folder / "vocab.json")
+    try:
+        assert main([*base, "score", "--date", corpus.SCORE_DATE, "--model", version]) == 1
+        assert "does not match the model's" in capsys.readouterr().err
+    finally:
+        (folder / "vocab.json").write_bytes(original)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_lake_with_another_schema_is_refused(lake_root, capsys):
+    base = ["--data-dir", str(lake_root)]
+    assert main([*base, "train", "--end", corpus.TRAIN_DATES[-1], *SMALL]) == 0
+    capsys.readouterr()
+    manifest = lake_root / "lake" / "texts" / f"date={corpus.SCORE_DATE}" / "_manifest.json"
+    original = manifest.read_bytes()
+    m = json.loads(original)
+    m["schema_version"] = 99
+    manifest.write_text(json.dumps(m))
+    try:
+        assert main([*base, "score", "--date", corpus.SCORE_DATE]) == 1
+        assert "lake schema version 99" in capsys.readouterr().err
+    finally:
+        manifest.write_bytes(original)

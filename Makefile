@@ -19,7 +19,7 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score fuzz clean distclean nightly backfill serve
+.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-train fuzz clean distclean nightly backfill serve
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
@@ -55,13 +55,16 @@ lint: setup
 	@out=$$(gofmt -l go-exporter); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	cd go-exporter && go vet ./...
 
-bench: bench-vocab bench-ingest bench-score
+bench: bench-vocab bench-ingest bench-score bench-train
 
 bench-vocab: setup
 	$(PY) benchmarks/bench_vocab.py
 
 bench-ingest: setup
 	$(PY) benchmarks/bench_ingest.py
+
+bench-train: setup
+	$(PY) benchmarks/bench_train.py
 
 bench-score: setup
 	$(PY) benchmarks/bench_score.py --big-rows 10000000

@@ -7,12 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import ingest as ing
+from pipeline.ingest import clean
 
 
 def plain_clean(t: pl.Expr) -> pl.Expr:
     """The reference: every step on every row."""
     e = t.str.normalize("NFKC")
-    for pattern, repl in ing._ENTITIES:
+    for pattern, repl in clean._ENTITIES:
         e = e.str.replace_all(pattern, repl)
     e = e.str.replace_all("\\", " ", literal=True).str.replace_all(r"\p{Cc}", " ")
     return e.str.replace_all(r"\s+", " ").str.strip_chars()

@@ -12,6 +12,7 @@ from conftest import write
 
 from pipeline import ingest as ing
 from pipeline.errors import ConfigError, InputError
+from pipeline.ingest import validation
 
 DATE = "2026-01-01"
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
@@ -177,7 +178,7 @@ def test_duplicate_ids_across_batches_and_sources(tmp_path, data):
 
 def test_seen_ids_matches_a_set():
     rng = np.random.default_rng(0)
-    seen, ref = ing._SeenIds(), set()
+    seen, ref = validation._SeenIds(), set()
     for _ in range(50):
         h = rng.integers(0, 5000, size=200).astype(np.uint64)
         h = np.unique(h)

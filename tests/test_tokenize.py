@@ -30,7 +30,12 @@ def test_tokenize_examples(text, tokens):
     assert tokenize_py(text) == tokens
 
 
+# Characters this Python's Unicode tables know: polars (Rust) lower-cases with a newer Unicode version,
+# so a letter added since (e.g. U+10D50, Garay, Unicode 16) is lower-cased by one and not the other.
+KNOWN = st.characters(codec="utf-8", exclude_categories=["Cs", "Cn"])
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"])), max_size=20))
+@given(st.lists(st.text(alphabet=KNOWN), max_size=20))
 def test_polars_tokenizer_equals_python_reference(texts):
     assert tok(texts) == [tokenize_py(t) for t in texts]

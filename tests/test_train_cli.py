@@ -4,8 +4,8 @@ import json
 import os
 
 import pytest
-
 from conftest import tiny_corpus
+
 from pipeline import corpus, ingest, lake
 from pipeline.__main__ import main
 from pipeline.vocab import VocabConfig, build_vocab, save_vocab

@@ -71,7 +71,8 @@ def test_encode_unknown_empty_and_truncated():
     st.lists(
         st.lists(
             st.one_of(
-                st.characters(codec="utf-8", exclude_categories=["Cs"]),
+                # "Cn": letters newer than this Python's Unicode tables lower-case differently in polars
+                st.characters(codec="utf-8", exclude_categories=["Cs", "Cn"]),
                 st.sampled_from([" ", "<br />", "<BR />", '"', "Σ", "中", "İ", ".", "\t"]),
             )
         ).map("".join),

@@ -1,0 +1,218 @@
+"""Ingest: raw files -> a date partition of the lake, with every bad row quarantined and counted.
+
+    pipeline ingest SOURCE... --date D [--format F] [--no-header] [--text-column C ...] [--classes FILE] ...
+
+Each source is streamed in record batches (bounded memory: a prefetch thread reads the next batch
+while this one is cleaned, validated and written), and split: good rows go to
+`lake/texts/date=D/part-00000.parquet`, bad rows with a reason to `lake/quarantine/date=D/`.
+The manifest's counts always add up: rows_read == rows_kept + rows_quarantined.
+
+Formats: CSV/TSV (header or not, columns by name or 1-based position, several text columns joined
+with a space), JSON Lines, plain text lines, `LABEL<sep>text` lines (fastText, `label<TAB>text`,
+TREC's `COARSE:fine text`) and Parquet; gzip or zstd compressed (detected from the bytes); any
+encoding Python knows (`--encoding`). `line` is the 1-based physical line where the record starts
+(a CSV header is line 1; a quoted field spanning lines moves the next record down); Parquet: row number.
+
+The package: `options` (IngestConfig, reasons, formats, the command line and `_ingest.toml`), `clean`
+(the text cleaning), `readers` (format detection, decoding, one batch reader per format), `validation`
+(reasons and duplicate ids). This module runs the stage and re-exports the public names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline import lake
+from pipeline.errors import InputError
+from pipeline.ingest.clean import CLEANING, NFKC_STABLE, clean_expr, clean_series, clean_text
+from pipeline.ingest.options import (
+    DUPLICATE_ID,
+    EMPTY_TEXT,
+    FOLDER_CONFIG,
+    FORMATS,
+    MALFORMED,
+    REASONS,
+    TOO_LONG,
+    UNDECODABLE,
+    UNKNOWN_LABEL,
+    Format,
+    IngestConfig,
+    add_ingest_arguments,
+    ingest_config,
+    ingest_config_from_args,
+    load_folder_config,
+    read_classes,
+)
+from pipeline.ingest.readers import _frame, _prefetch, _read_source, source_format
+from pipeline.ingest.validation import _SeenIds, validate
+from pipeline.schema import LAKE_SCHEMA_VERSION, QUARANTINE_SCHEMA, TEXTS_SCHEMA
+
+__all__ = [
+    "CLEANING",
+    "DUPLICATE_ID",
+    "EMPTY_TEXT",
+    "FOLDER_CONFIG",
+    "FORMATS",
+    "MALFORMED",
+    "NFKC_STABLE",
+    "REASONS",
+    "TOO_LONG",
+    "UNDECODABLE",
+    "UNKNOWN_LABEL",
+    "Format",
+    "IngestConfig",
+    "add_ingest_arguments",
+    "clean_expr",
+    "clean_series",
+    "clean_text",
+    "ingest",
+    "ingest_config",
+    "ingest_config_from_args",
+    "load_folder_config",
+    "raw_sources",
+    "read_classes",
+    "source_format",
+    "validate",
+]
+
+log = logging.getLogger(__name__)
+
+
+def ingest(sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig) -> dict[str, object]:
+    """Ingest `sources` into the lake partition for `date`, replacing it; return its manifest."""
+    if not sources:
+        msg = f"no source files for {date}; hint: put files in {data.raw(date)} or name them"
+        raise InputError(msg)
+    for p in sources:
+        if not p.is_file():
+            msg = f"{p}: no such file; hint: check the path (sources are files, not folders)"
+            raise InputError(msg)
+        try:
+            with open(p, "rb"):
+                pass
+        except OSError as e:
+            msg = f"{p}: cannot open ({e.strerror}); hint: check its permissions"
+            raise InputError(msg) from None
+        source_format(p, cfg)  # fail early on an unknown format
+    source_infos = []
+    seen = _SeenIds()
+    reasons: Counter[str] = Counter()
+    kept_total = read_total = 0
+    with lake.publish_dir(data.quarantine(date)) as qdir, lake.publish_dir(data.texts(date)) as tdir:
+        texts_path, q_path = tdir / "part-00000.parquet", qdir / "part-00000.parquet"
+        with (
+            pq.ParquetWriter(
+                texts_path, TEXTS_SCHEMA, compression="zstd", use_dictionary=["label", "source"]
+            ) as tw,
+            pq.ParquetWriter(q_path, QUARANTINE_SCHEMA, compression="zstd") as qw,
+            ThreadPoolExecutor(1, thread_name_prefix="ingest-write") as writer,
+        ):
+            pending: Future[None] | None = None
+            for path in sources:
+                sha = lake.sha256_file(path)
+                shown = _display_path(path, data)
+                src_read = src_kept = 0
+                for b in _prefetch(_read_source(path, cfg)):
+                    # the previous batch's Parquet encoding (GIL released) overlaps this one's cleaning
+                    v = validate(_frame(b, len(cfg.text_columns)), cfg, id_prefix=sha[:12], seen=seen)
+                    keep = v.filter(pl.col("reason").is_null())
+                    drop = v.filter(pl.col("reason").is_not_null())
+                    if keep.height:
+                        table = (
+                            keep.select("id", "text", "label", pl.lit(shown).alias("source"), "line")
+                            .to_arrow()
+                            .cast(TEXTS_SCHEMA)
+                        )
+                        if pending is not None:
+                            pending.result()
+                        pending = writer.submit(tw.write_table, table)
+                    if drop.height:
+                        q = drop.select(
+                            pl.lit(shown).alias("source"),
+                            "line",
+                            "reason",
+                            "detail",
+                            pl.coalesce("reader_raw", "raw").alias("raw"),
+                        )
+                        qw.write_table(q.to_arrow().cast(QUARANTINE_SCHEMA))
+                        reasons.update(drop["reason"].to_list())
+                    src_read += v.height
+                    src_kept += keep.height
+                source_infos.append(
+                    {
+                        "path": shown,
+                        "size": path.stat().st_size,
+                        "sha256": sha,
+                        "format": source_format(path, cfg),
+                        "rows_read": src_read,
+                        "rows_kept": src_kept,
+                        "rows_quarantined": src_read - src_kept,
+                    }
+                )
+                read_total += src_read
+                kept_total += src_kept
+            if pending is not None:
+                pending.result()
+                log.info("%s: %d rows read, %d kept", shown, src_read, src_kept)
+        bad_total = read_total - kept_total
+        assert bad_total == sum(reasons.values()), "quarantine counts must add up"
+        if read_total and bad_total / read_total > cfg.max_bad_fraction:
+            worst = ", ".join(f"{r}: {n}" for r, n in reasons.most_common(3))
+            msg = (
+                f"{date}: {bad_total} of {read_total} rows are bad ({bad_total / read_total:.1%}), over "
+                f"--max-bad-fraction {cfg.max_bad_fraction}; worst reasons: {worst}; nothing was published"
+            )
+            raise InputError(msg)
+        manifest = {
+            "schema_version": LAKE_SCHEMA_VERSION,
+            "date": date,
+            "sources": source_infos,
+            "rows_read": read_total,
+            "rows_kept": kept_total,
+            "rows_quarantined": bad_total,
+            "quarantined_by_reason": dict(sorted(reasons.items())),
+            "cleaning": CLEANING,
+            "config": _config_record(cfg),
+            "files": [{"name": texts_path.name, "sha256": lake.sha256_file(texts_path), "rows": kept_total}],
+        }
+        lake.write_json(
+            qdir / lake.MANIFEST,
+            {"date": date, "rows": bad_total, "by_reason": manifest["quarantined_by_reason"]},
+        )
+        lake.write_json(tdir / lake.MANIFEST, manifest)
+    log.info(
+        "%s: %d rows read, %d kept, %d quarantined %s", date, read_total, kept_total, bad_total, dict(reasons)
+    )
+    return manifest
+
+
+def _config_record(cfg: IngestConfig) -> dict[str, object]:
+    d = asdict(cfg)
+    d.pop("block_bytes")
+    d["text_columns"] = list(cfg.text_columns)
+    d["classes"] = list(cfg.classes) if cfg.classes is not None else None
+    return d
+
+
+def _display_path(path: Path, data: lake.DataDir) -> str:
+    """A path inside the data root is recorded relative to it: manifests do not depend on where it lives."""
+    p = path.resolve()
+    try:
+        return str(p.relative_to(data.root))
+    except ValueError:
+        return str(p)
+
+
+def raw_sources(data: lake.DataDir, date: str) -> list[Path]:
+    """The raw files of a date, in name order (hidden and underscore files, e.g. `_ingest.toml`, are not)."""
+    folder = data.raw(date)
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith((".", "_"))]

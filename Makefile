@@ -19,7 +19,7 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-train fuzz clean distclean nightly backfill serve
+.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-train bench-orchestration fuzz clean distclean nightly backfill serve
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
@@ -27,7 +27,7 @@ help:
 	@echo "make lint      ruff, gofmt, go vet"
 	@echo "make bench     benchmarks (prints ratios measured side by side)"
 	@echo "make fuzz      fuzz go-exporter for FUZZTIME (default 60s)"
-	@echo "make nightly DATE=YYYY-MM-DD | make backfill START=... END=..."
+	@echo "make nightly DATE=YYYY-MM-DD | make backfill START=... END=... [RUNNER=dask] | make serve [CRON=...]"
 	@echo "make clean     remove generated data and build outputs (keeps .venv)"
 
 setup: $(STAMPS)/venv $(EXPORTER)
@@ -55,7 +55,7 @@ lint: setup
 	@out=$$(gofmt -l go-exporter); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	cd go-exporter && go vet ./...
 
-bench: bench-vocab bench-ingest bench-score bench-train
+bench: bench-vocab bench-ingest bench-score bench-train bench-orchestration
 
 bench-vocab: setup
 	$(PY) benchmarks/bench_vocab.py
@@ -74,15 +74,33 @@ fuzz: setup
 	cd go-exporter && go test -run='^$$' -fuzz=FuzzExport -fuzztime=$(FUZZTIME) .
 
 DATE ?= $(shell date -u +%F)
-nightly: setup
-	$(PY) -m pipeline run --date '$(DATE)'
+CRON ?= 0 2 * * *
+export DATE START END CRON RUNNER
 
-backfill: setup
-	@test -n "$(START)" -a -n "$(END)" || { echo "usage: make backfill START=YYYY-MM-DD END=YYYY-MM-DD" >&2; exit 2; }
-	$(PY) -m pipeline backfill --start '$(START)' --end '$(END)'
+# A date must be a real calendar date YYYY-MM-DD, checked before anything runs: anything else is a
+# usage error (exit 2), never a path. Values reach the shell through the environment, never pasted in.
+define check_dates
+	@for v in $(1); do d="$${!v}"; \
+	  if ! [[ "$$d" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}$$ ]] || [[ "$$(date -u -d "$$d" +%F 2>/dev/null)" != "$$d" ]]; then \
+	    echo "make: $$v must be a date YYYY-MM-DD, got '$$d'" >&2; exit 2; fi; done
+endef
 
-serve: setup
-	$(PY) -m pipeline serve
+nightly:
+	$(call check_dates,DATE)
+	@$(MAKE) --no-print-directory setup
+	$(PY) -m pipeline run --date "$$DATE"
+
+backfill:
+	$(call check_dates,START END)
+	@$(MAKE) --no-print-directory setup
+	$(PY) -m pipeline backfill --start "$$START" --end "$$END" $(if $(RUNNER),--runner "$$RUNNER")
+
+serve:
+	@$(MAKE) --no-print-directory setup
+	$(PY) -m pipeline serve --cron "$$CRON"
+
+bench-orchestration: setup
+	$(PY) benchmarks/bench_orchestration.py
 
 clean:
 	rm -rf go-exporter/bin .pytest_cache .ruff_cache data/.prefect

@@ -1,7 +1,9 @@
 """Export: prediction shards -> PredictionResult JSON, by running the go-exporter program.
 
-go-exporter writes its output atomically itself (a temporary file, then rename), so an export file
-is either complete or absent. The manifest beside it records what it was made from.
+go-exporter writes its output atomically itself (a temporary file, then rename) to a name of this
+run's; this process, holding the date's lock (`nightly.export_date`), renames it into place. So an
+export file is either complete or absent, and only the lock holder ever replaces it. The manifest
+beside it records what it was made from.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +43,23 @@ def find_exporter() -> Path:
     raise ExportError(msg)
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _drop_stale_outputs(out_dir: Path) -> None:
+    """Temporary files of exports cut by a crash: the exporter's `.NAME.tmp-*` and our `.NAME.run-*`."""
+    if not out_dir.is_dir():
+        return
+    for p in out_dir.iterdir():
+        if p.name.startswith(".") and (".tmp-" in p.name or ".run-" in p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+
+
 def export_partition(
     data: lake.DataDir,
     date: str,
@@ -47,13 +67,17 @@ def export_partition(
     fmt: Literal["ndjson", "json"] = "ndjson",
     fields: tuple[str, ...] = DEFAULT_FIELDS,
 ) -> dict[str, Any]:
-    """Export the predictions of `date` to `exports/date=D/predictions.<fmt>`; skip if up to date."""
+    """Export the predictions of `date` to `exports/date=D/predictions.<fmt>`; skip if up to date.
+
+    Call it holding the date's lock (`nightly.export_date` does): it removes stale temporary files.
+    """
     pred_dir = data.predictions(date)
     pm = lake.require_manifest(pred_dir, hint=f"run `pipeline score --date {date}` first")
     out_dir = data.exports(date)
     out = out_dir / f"predictions.{fmt}"
     inputs = {"shards": [s["sha256"] for s in pm["shards"]], "format": fmt, "fields": list(fields)}
     manifest_path = out_dir / f"_manifest.{fmt}.json"
+    _drop_stale_outputs(out_dir)
     if out.is_file() and manifest_path.is_file():
         m = lake.read_json(manifest_path)
         if m.get("inputs") == inputs and m.get("sha256") == lake.sha256_file(out):
@@ -61,12 +85,20 @@ def export_partition(
             return {**m, "skipped": True}
     exporter = find_exporter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [str(exporter), "-format", fmt, "-fields", ",".join(fields), "-o", str(out), str(pred_dir)]
+    # The exporter writes a name of its own; only this process (holding the date's lock) renames it
+    # onto `out`. An exporter orphaned by a killed run can then never overwrite a newer export.
+    staged = out_dir / f".{out.name}.run-{uuid.uuid4().hex[:8]}"
+    cmd = [str(exporter), "-format", fmt, "-fields", ",".join(fields), "-o", str(staged), str(pred_dir)]
     log.info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        msg = f"go-exporter failed for {date} (exit {proc.returncode}): {proc.stderr.strip()}"
-        raise ExportError(msg)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            msg = f"go-exporter failed for {date} (exit {proc.returncode}): {proc.stderr.strip()}"
+            raise ExportError(msg)
+        os.replace(staged, out)
+        _fsync_dir(out_dir)
+    finally:
+        staged.unlink(missing_ok=True)
     manifest = {
         "date": date,
         "path": str(out.relative_to(data.root)),

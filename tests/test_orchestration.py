@@ -1,0 +1,502 @@
+"""Orchestration (issue 7): up-to-date skips, kill and resume, locks, run summaries, the Dask runner.
+
+Every test starts from a copy of one seed data directory (a small synthetic corpus, three ingested
+labelled days and a tiny model) and backfills 2026-01-02 .. 2026-01-04. The scoring clock
+(`pipeline.score._now`) is frozen so that separate runs can be compared byte for byte: `scored_at` is
+the only value that differs between two fresh scoring jobs of the same inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from conftest import REPO
+
+from pipeline import corpus, lake, nightly
+from pipeline import score as score_stage
+from pipeline import train as train_stage
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.export import find_exporter
+
+START, END = "2026-01-02", corpus.SCORE_DATE
+DATES = lake.date_range(START, END)
+FROZEN = dt.datetime(2026, 1, 5, 2, 0, tzinfo=dt.UTC)
+TINY = ["model.embed_dim=8", "model.hidden_dim=8", "train.epochs=1"]
+# Files that legitimately differ between two runs: Prefect's state, run summaries, lock holders' pids.
+VOLATILE = {".prefect", "runs", "locks"}
+
+
+def build_seed(root: Path, *, rows_per_day: int = 60) -> lake.DataDir:
+    """A corpus, its labelled days ingested by the nightly ingest (so they carry stamps), a tiny model."""
+    data = lake.DataDir.at(root)
+    corpus.generate_corpus(data, rows_per_day=rows_per_day)
+    classes = ", ".join(json.dumps(c) for c in corpus.CLASSES)
+    for d in corpus.TRAIN_DATES:
+        (data.raw(d) / "_ingest.toml").write_text(f"classes = [{classes}]\n")
+        nightly.ingest_date(data, d)
+    train_stage.train(data, load_config(None, TINY))
+    return data
+
+
+@pytest.fixture(scope="session")
+def seed(tmp_path_factory) -> Path:
+    find_exporter()  # built by `make setup`; fail loudly if it is not
+    return build_seed(tmp_path_factory.mktemp("seed") / "data").root
+
+
+@pytest.fixture
+def root(seed: Path, tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setattr(score_stage, "_now", lambda: FROZEN)
+    dst = tmp_path / "data"
+    shutil.copytree(seed, dst, symlinks=True)
+    return dst
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not VOLATILE & set(p.relative_to(root).parts)
+    }
+
+
+def changed(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+def worked(summary: dict) -> dict[str, list[str]]:
+    """For each stage, the dates on which it did work (was not up to date)."""
+    return {
+        s: [d["date"] for d in summary["dates"] if not d[s]["skipped"]] for s in ("ingest", "score", "export")
+    }
+
+
+def check_counts(root: Path, summary: dict | None = None) -> None:
+    """Every date's manifests, files and (if given) run summary agree on the row counts."""
+    data = lake.DataDir.at(root)
+    by_date = {d["date"]: d for d in summary["dates"]} if summary else {}
+    for d in DATES:
+        lm = lake.read_json(data.texts(d) / lake.MANIFEST)
+        qm = lake.read_json(data.quarantine(d) / lake.MANIFEST)
+        pm = lake.read_json(data.predictions(d) / lake.MANIFEST)
+        em = lake.read_json(data.exports(d) / "_manifest.ndjson.json")
+        assert lm["rows_read"] == lm["rows_kept"] + lm["rows_quarantined"]
+        assert qm["rows"] == lm["rows_quarantined"] == sum(lm["quarantined_by_reason"].values())
+        assert pm["rows"] == sum(s["rows"] for s in pm["shards"]) == lm["rows_kept"] > 0
+        n_pred = sum(
+            pa.ipc.open_file(data.predictions(d) / s["name"]).read_all().num_rows for s in pm["shards"]
+        )
+        lines = (root / em["path"]).read_text().splitlines()
+        assert n_pred == em["rows"] == len(lines) == pm["rows"]
+        assert len({json.loads(line)["id"] for line in lines}) == len(lines)  # no duplicate rows
+        assert em["model_version"] == pm["model_version"]
+        if d in by_date:
+            day = by_date[d]
+            assert day["ingest"]["rows_kept"] == lm["rows_kept"]
+            assert day["ingest"]["rows_quarantined"] == lm["rows_quarantined"]
+            assert day["score"]["rows"] == day["export"]["rows"] == pm["rows"]
+            assert day["score"]["model_version"] == pm["model_version"]
+
+
+def leftovers(root: Path) -> list[str]:
+    """Hidden folders left by a cut write (partition swaps, score jobs), and exporter temporary files.
+
+    (A stale `.NAME.tmp-*` file from a cut atomic write of a small JSON file may remain; it looks like
+    nothing and is harmless, so it is not counted.)
+    """
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob(".*")
+        if not VOLATILE & set(p.relative_to(root).parts)
+        and p.name != ".prefect"
+        and (p.is_dir() or p.parent.parent.name == "exports")
+    )
+
+
+@contextlib.contextmanager
+def _records(name: str):
+    """The messages logged under logger `name` in the block (Prefect's logging setup bypasses caplog)."""
+    said: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda r: said.append(r.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+# ---------------------------------------------------------------------------- up to date (item 1)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_backfill_twice_then_changed_raw_then_new_model(root):
+    from pipeline import flows
+
+    first = flows.run_backfill(str(root), START, END)
+    assert worked(first) == {"ingest": [END], "score": DATES, "export": DATES}
+    check_counts(root, first)
+
+    # run 2: nothing changed, every stage of every date is up to date and says so
+    before = snapshot(root)
+    with _records("pipeline") as said:
+        second = flows.run_backfill(str(root), START, END)
+    assert worked(second) == {"ingest": [], "score": [], "export": []}
+    assert changed(before, snapshot(root)) == []
+    for d in DATES:
+        assert any(d in m and "nothing to ingest" in m for m in said), d
+        assert any(d in m and "nothing to score" in m for m in said), d
+        assert any(d in m and "nothing to do" in m for m in said), d
+    assert nightly.summary_markdown(second).count("(up to date)") == 3 * len(DATES)
+
+    # a changed raw file: that date, and only that date, runs again
+    raw = lake.DataDir.at(root).raw("2026-01-03") / "news.csv"
+    raw.write_text(raw.read_text() + "2026-01-03-topic-99999,a late story about the stock market,Business\n")
+    before = snapshot(root)
+    third = flows.run_backfill(str(root), START, END)
+    assert worked(third) == {"ingest": ["2026-01-03"], "score": ["2026-01-03"], "export": ["2026-01-03"]}
+    day = next(d for d in third["dates"] if d["date"] == "2026-01-03")
+    assert (
+        day["ingest"]["rows_kept"]
+        == next(d for d in first["dates"] if d["date"] == "2026-01-03")["ingest"]["rows_kept"] + 1
+    )
+    touched = {
+        p.split("/")[2] if p.startswith("lake/") else p.split("/")[1] for p in changed(before, snapshot(root))
+    }
+    assert touched <= {"date=2026-01-03", "ingest"}, touched  # lake, predictions, exports, its stamp
+    check_counts(root, third)
+
+    # a new model: every date is scored and exported again, nothing is ingested again
+    new = train_stage.train(lake.DataDir.at(root), load_config(None, [*TINY, "train.seed=14"]))
+    assert not new["skipped"]
+    fourth = flows.run_backfill(str(root), START, END)
+    assert worked(fourth) == {"ingest": [], "score": DATES, "export": DATES}
+    assert {d["score"]["model_version"] for d in fourth["dates"]} == {new["version"]}
+    check_counts(root, fourth)
+
+
+# ---------------------------------------------------------------------------- run summary (item 5)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_run_summary_file_and_artifact_add_up(root):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from pipeline import flows
+
+    s = flows.run_backfill(str(root), START, END)
+    path = Path(s["path"])
+    assert path.parent == root / "runs" and path.name == f"{s['run']}.json"
+    saved = json.loads(path.read_text())
+    assert saved == {k: v for k, v in s.items() if k != "path"}
+    assert [d["date"] for d in saved["dates"]] == DATES
+    for d in saved["dates"]:
+        for stage in ("ingest", "score", "export"):
+            assert d[stage]["seconds"] >= 0 and isinstance(d[stage]["skipped"], bool)
+    t = saved["totals"]
+    assert t["rows_read"] == t["rows_ingested"] + t["rows_quarantined"]
+    assert t["rows_ingested"] == t["rows_scored"] == t["rows_exported"] > 0
+    assert t["rows_quarantined"] == sum(d["ingest"]["rows_quarantined"] for d in saved["dates"]) > 0
+    assert saved["seconds"]["stages"] == pytest.approx(
+        sum(d[st]["seconds"] for d in saved["dates"] for st in ("ingest", "score", "export")), abs=0.01
+    )
+    check_counts(root, saved)
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["backfill-summary"]))
+        )
+    mine = [a for a in arts if s["run"] in (a.data or "")]
+    assert len(mine) == 1 and mine[0].type == "markdown"
+    md = mine[0].data
+    assert md == nightly.summary_markdown(s)
+    for d in saved["dates"]:
+        row = next(line for line in md.splitlines() if line.startswith(f"| {d['date']} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1].split()[0] == str(d["ingest"]["rows_kept"])
+        assert cells[2] == str(d["ingest"]["rows_quarantined"])
+        assert cells[3].split()[0] == cells[4].split()[0] == str(d["score"]["rows"])
+        assert cells[5] == d["score"]["model_version"]
+    assert f"{t['rows_ingested']} ingested, {t['rows_quarantined']} quarantined" in md
+
+
+# ---------------------------------------------------------------------------- locks (item 6)
+
+
+def _hold_lock(root: Path, name: str, seconds: float) -> subprocess.Popen:
+    """Another process holding the lock `name` for `seconds`; returns once it holds it."""
+    code = (
+        "import sys, time; from pipeline import lake\n"
+        f"with lake.locked(lake.DataDir.at({str(root)!r}), {name!r}):\n"
+        "    print('held', flush=True); time.sleep(float(sys.argv[1]))\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_lock_makes_a_second_writer_wait_or_fail_clearly(root, monkeypatch):
+    data = lake.DataDir.at(root)
+    nightly.ingest_date(data, END)
+    holder = _hold_lock(root, f"date-{END}", 60)
+    try:
+        monkeypatch.setenv("PIPELINE_LOCK_TIMEOUT", "0.5")
+        for step in (
+            lambda: nightly.ingest_date(data, END),
+            lambda: nightly.score_date(data, END, score_stage.ScoreConfig()),
+        ):
+            with pytest.raises(
+                PipelineError, match=rf"date-{END}: another run \(pid {holder.pid}\) is writing"
+            ):
+                step()
+        assert not data.predictions(END).exists()  # the second run wrote nothing
+    finally:
+        holder.kill()
+        holder.wait()
+
+    # with the default timeout the second run waits for the first and then does its work
+    monkeypatch.delenv("PIPELINE_LOCK_TIMEOUT")
+    holder = _hold_lock(root, f"date-{END}", 1.5)
+    t0 = time.monotonic()
+    m = nightly.score_date(data, END, score_stage.ScoreConfig())
+    waited = time.monotonic() - t0
+    assert holder.wait() == 0
+    assert waited >= 1.0 and not m["skipped"] and m["rows"] > 0
+
+
+def test_lock_is_released_when_its_holder_is_killed(root):
+    holder = _hold_lock(root, f"date-{END}", 60)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with lake.locked(lake.DataDir.at(root), f"date-{END}", timeout=0.5):
+        pass
+
+
+def test_concurrent_runs_of_one_date_do_not_both_write(root, monkeypatch):
+    """Two threads run the same nightly steps at once: one does the work, the other finds it done."""
+    data = lake.DataDir.at(root)
+    results: list[dict] = []
+    errors: list[BaseException] = []
+
+    def night() -> None:
+        try:
+            results.append(
+                {
+                    "ingest": nightly.ingest_date(data, END),
+                    "score": nightly.score_date(data, END, score_stage.ScoreConfig()),
+                    "export": nightly.export_date(data, END),
+                }
+            )
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=night) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for stage in ("ingest", "score", "export"):
+        assert sorted(r[stage]["skipped"] for r in results) == [False, True], stage
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_cli_run_fails_clearly_when_the_partition_is_locked(root, monkeypatch, capsys):
+    from pipeline.__main__ import main
+
+    holder = _hold_lock(root, f"date-{END}", 60)
+    try:
+        monkeypatch.setenv("PIPELINE_LOCK_TIMEOUT", "0.3")
+        assert main(["--data-dir", str(root), "run", "--date", END]) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert f"date-{END}: another run (pid {holder.pid}) is writing this partition" in err
+    assert "PIPELINE_LOCK_TIMEOUT" in err
+
+
+def test_a_job_folder_left_after_the_swap_is_removed(root):
+    """A run cut between publishing predictions and removing its job folder leaves complete shards."""
+    data = lake.DataDir.at(root)
+    nightly.ingest_date(data, END)
+    first = nightly.score_date(data, END, score_stage.ScoreConfig())
+    out = data.predictions(END)
+    pm = lake.read_json(out / lake.MANIFEST)
+    job = out.with_name(f".{out.name}.job-{lake.sha256_json(pm['inputs'])[:12]}")
+    shutil.copytree(out, job)
+    lake.write_json(job / score_stage.JOB, {"inputs": pm["inputs"], "shards": 1, "scored_at": "x"})
+    again = nightly.score_date(data, END, score_stage.ScoreConfig())
+    assert again["skipped"] and again["rows"] == first["rows"]
+    assert leftovers(root) == []
+
+
+def test_export_never_lets_an_orphaned_exporter_write_the_output(root):
+    """The exporter writes a name of this run's; stale ones (a killed run's exporter) are removed."""
+    data = lake.DataDir.at(root)
+    nightly.ingest_date(data, END)
+    nightly.score_date(data, END, score_stage.ScoreConfig())
+    out_dir = data.exports(END)
+    out_dir.mkdir(parents=True)
+    stale = [out_dir / ".predictions.ndjson.run-0dead000", out_dir / "..predictions.ndjson.run-1.tmp-2"]
+    for p in stale:
+        p.write_text("half\n")
+    m = nightly.export_date(data, END)
+    assert not m["skipped"] and not any(p.exists() for p in stale)
+    assert len((out_dir / "predictions.ndjson").read_text().splitlines()) == m["rows"]
+    (out_dir / ".predictions.ndjson.run-late").write_text("an orphan finished after the rerun\n")
+    assert nightly.export_date(data, END)["skipped"]
+    assert leftovers(root) == []
+
+
+# ---------------------------------------------------------------------------- kill and resume (item 2)
+
+# `python -m pipeline` with the scoring clock frozen, so outputs compare byte for byte across runs.
+_RUNNER = f"""
+import datetime as dt, runpy, sys
+import pipeline.score
+pipeline.score._now = lambda: dt.datetime.fromisoformat({FROZEN.isoformat()!r})
+sys.argv[0] = "pipeline"
+runpy.run_module("pipeline", run_name="__main__", alter_sys=True)
+"""
+
+
+def _api_env() -> dict[str, str]:
+    """The environment for a `pipeline` subprocess: this session's Prefect API (no server of its own)."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = dict(os.environ, PREFECT_API_URL=str(PREFECT_API_URL.value()), PYTHONPATH=str(REPO))
+    env.pop("PREFECT_HOME", None)  # each data directory keeps its own
+    return env
+
+
+def _appeared(pattern: str):
+    """A moment: a path matching `pattern` that was not there when the run started."""
+
+    def arm(root: Path):
+        there = set(root.glob(pattern))
+        return lambda: bool(set(root.glob(pattern)) - there)
+
+    return arm
+
+
+def _after(seconds: float):
+    def arm(root: Path):
+        deadline = time.monotonic() + seconds
+        return lambda: time.monotonic() >= deadline
+
+    return arm
+
+
+# Moments to cut a backfill, in the order they happen: while starting up, mid-ingest of the new date,
+# once its lake partition is published, mid-scoring (a job folder exists), once a prediction partition
+# is published, once an export file exists, and after every export (before the run summary).
+KILL_POINTS = [
+    _after(0.5),
+    _appeared(f"lake/texts/.date={END}.tmp-*"),
+    _appeared(f"lake/texts/date={END}/_manifest.json"),
+    _appeared("predictions/.date=*.job-*"),
+    _appeared("predictions/date=*/_manifest.json"),
+    _appeared("exports/date=*/predictions.ndjson"),
+    _appeared(f"exports/date={END}/_manifest.ndjson.json"),
+]
+
+
+def _backfill_until(root: Path, env: dict[str, str], moment) -> str:
+    """Run `pipeline backfill` in a subprocess; SIGKILL it when the `moment` comes.
+
+    Returns "killed", or "finished" when the run ended on its own before the moment came.
+    """
+    cmd = [sys.executable, "-c", _RUNNER, "--data-dir", str(root), "backfill", "--start", START, "--end", END]
+    kill_now = moment(root) if moment is not None else None
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        while p.poll() is None:
+            if kill_now is not None and kill_now():
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+                return "killed"
+            time.sleep(0.002)
+        out = p.stdout.read() if p.stdout else ""
+        assert p.returncode == 0, out
+        return "finished"
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+        if p.stdout:
+            p.stdout.close()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_backfill_killed_at_several_points_resumes_to_identical_outputs(root, tmp_path):
+    from pipeline import flows
+
+    reference = tmp_path / "reference"
+    shutil.copytree(root, reference, symlinks=True)
+    flows.run_backfill(str(reference), START, END)
+    expected = snapshot(reference)
+
+    env = _api_env()
+    outcomes = [_backfill_until(root, env, when) for when in KILL_POINTS]
+    assert outcomes.count("killed") >= len(KILL_POINTS) - 1, outcomes  # (one may be too quick to catch)
+    assert _backfill_until(root, env, None) == "finished"
+
+    got = snapshot(root)
+    assert changed(expected, got) == []
+    assert [k for k in got if k.startswith(("lake/", "predictions/", "exports/"))]  # not vacuous
+    assert leftovers(root) == []
+    runs = sorted((root / "runs").glob("*.json"))
+    check_counts(root, json.loads(runs[-1].read_text()))
+
+
+# ---------------------------------------------------------------------------- Dask (item 4)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_backfill_on_a_dask_cluster_matches_the_local_runner(root, tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    from prefect.settings import PREFECT_API_URL
+
+    from pipeline import flows
+
+    local = tmp_path / "local"
+    shutil.copytree(root, local, symlinks=True)
+    flows.run_backfill(str(local), START, END, runner="local")
+
+    # worker processes reach this session's Prefect API and freeze their scoring clock too
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    with (
+        distributed.LocalCluster(
+            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        pids = client.run(os.getpid)
+        assert len(set(pids.values()) - {os.getpid()}) == 2
+        client.run(lambda: setattr(__import__("pipeline.score").score, "_now", lambda: FROZEN))
+        s = flows.run_backfill(str(root), START, END, runner=f"dask={cluster.scheduler_address}")
+        ran_on = client.run(lambda: "pipeline.nightly" in __import__("sys").modules)
+    assert worked(s)["score"] == DATES
+    assert any(ran_on.values())  # the stages ran in the workers, not here
+    assert changed(snapshot(local), snapshot(root)) == []
+    check_counts(root, s)

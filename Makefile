@@ -19,7 +19,7 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-train bench-orchestration fuzz clean distclean nightly backfill serve
+.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration testdata fuzz clean distclean nightly backfill serve
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
@@ -27,6 +27,7 @@ help:
 	@echo "make lint      ruff, gofmt, go vet"
 	@echo "make bench     benchmarks (prints ratios measured side by side)"
 	@echo "make fuzz      fuzz go-exporter for FUZZTIME (default 60s)"
+	@echo "make testdata  regenerate go-exporter's pipeline-written test files"
 	@echo "make nightly DATE=YYYY-MM-DD | make backfill START=... END=... [RUNNER=dask] | make serve [CRON=...]"
 	@echo "make clean     remove generated data and build outputs (keeps .venv)"
 
@@ -55,13 +56,20 @@ lint: setup
 	@out=$$(gofmt -l go-exporter); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	cd go-exporter && go vet ./...
 
-bench: bench-vocab bench-ingest bench-score bench-train bench-orchestration
+bench: bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration
 
 bench-vocab: setup
 	$(PY) benchmarks/bench_vocab.py
 
 bench-ingest: setup
 	$(PY) benchmarks/bench_ingest.py
+
+bench-export: setup
+	$(PY) benchmarks/bench_export.py --big
+
+testdata: setup
+	$(PY) go-exporter/testdata/gen_pipeline_testdata.py
+	cd go-exporter && go test -run 'TestPipeline' .
 
 bench-train: setup
 	$(PY) benchmarks/bench_train.py
@@ -71,7 +79,7 @@ bench-score: setup
 
 FUZZTIME ?= 60s
 fuzz: setup
-	cd go-exporter && go test -run='^$$' -fuzz=FuzzExport -fuzztime=$(FUZZTIME) .
+	cd go-exporter && go test -run='^$$' -fuzz=FuzzExport -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s -parallel 1 .
 
 DATE ?= $(shell date -u +%F)
 CRON ?= 0 2 * * *

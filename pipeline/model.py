@@ -1,11 +1,12 @@
-"""The classifier family: embedding -> RNN/LSTM/GRU (layers, directions, dropout) -> pooling -> linear.
+"""The classifier family: embedding -> RNN/LSTM/GRU (layers, directions, dropout) -> pooling -> linear,
+optionally beside a hashed bag of n-grams.
 
-The four classifiers of the classic RNN lesson are configurations of it:
+The four classifiers of the classic RNN lesson are configurations of it (`LESSON_CONFIGS`):
 
-    RNN, mean pooling            ModelConfig(rnn_type="rnn", pooling="mean")
-    LSTM, last hidden state      ModelConfig(rnn_type="lstm", pooling="last")
-    bidirectional LSTM           ModelConfig(rnn_type="lstm", bidirectional=True)
-    3-layer BiLSTM with dropout  ModelConfig(rnn_type="lstm", bidirectional=True, num_layers=3, dropout=0.3)
+    RNN, mean pooling            rnn_type="rnn", pooling="mean"
+    LSTM, last hidden state      rnn_type="lstm", pooling="last"
+    bidirectional LSTM           rnn_type="lstm", pooling="last", bidirectional=True
+    3-layer BiLSTM with dropout  ... bidirectional=True, num_layers=3, dropout=0.3
 
 Sequences go through `pack_padded_sequence`, so padding never changes a prediction.
 """
@@ -23,18 +24,44 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """Defaults: the best configuration measured on AG News validation (see the README's Accuracy section).
+
+    A BiLSTM with max pooling beside a hashed bag of n-grams beat the same BiLSTM alone by a point
+    (0.891 against 0.881 validation accuracy) and a unidirectional LSTM on its last state by more.
+    """
+
     rnn_type: Literal["rnn", "lstm", "gru"] = "lstm"
-    embed_dim: int = 64
+    embed_dim: int = 100
     hidden_dim: int = 128
     num_layers: int = 1
-    bidirectional: bool = False
-    pooling: Literal["last", "mean", "max"] = "last"
-    dropout: float = 0.0  # between RNN layers and before the linear head
+    bidirectional: bool = True
+    pooling: Literal["last", "mean", "max"] = "max"
+    dropout: float = 0.3  # between RNN layers and before the linear head
     max_len: int = 256  # tokens kept per text (the first ones)
     # A hashed bag of unigrams and bigrams beside the sequence (fastText style), trained jointly:
     # its mean embedding is concatenated to the pooled RNN state. 0 buckets = off.
-    ngram_buckets: int = 0
-    ngram_dim: int = 64
+    ngram_buckets: int = 200_000
+    ngram_dim: int = 32
+
+
+# The lesson's classifiers: everything not named is off (one direction, one layer, no dropout, no n-grams).
+LESSON_CONFIGS: dict[str, dict[str, object]] = {
+    "rnn-mean": {"rnn_type": "rnn", "pooling": "mean"},
+    "lstm-last": {"rnn_type": "lstm", "pooling": "last"},
+    "bilstm": {"rnn_type": "lstm", "pooling": "last", "bidirectional": True},
+    "bilstm-3-dropout": {
+        "rnn_type": "lstm",
+        "pooling": "last",
+        "bidirectional": True,
+        "num_layers": 3,
+        "dropout": 0.3,
+    },
+}
+_PLAIN = {"bidirectional": False, "num_layers": 1, "dropout": 0.0, "ngram_buckets": 0}
+
+
+def lesson_config(name: str, **overrides: object) -> ModelConfig:
+    return ModelConfig(**{**_PLAIN, **LESSON_CONFIGS[name], **overrides})  # type: ignore[arg-type]
 
 
 _RNN = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}

@@ -2,14 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.model import ModelConfig, TextClassifier, batch_from_flat, pad_batch
+from pipeline.model import (
+    LESSON_CONFIGS,
+    ModelConfig,
+    TextClassifier,
+    batch_from_flat,
+    lesson_config,
+    pad_batch,
+)
 
 LESSON = {
-    "rnn-mean": ModelConfig(rnn_type="rnn", pooling="mean"),
-    "lstm-last": ModelConfig(rnn_type="lstm", pooling="last"),
-    "bilstm": ModelConfig(rnn_type="lstm", bidirectional=True),
-    "bilstm-3-dropout": ModelConfig(rnn_type="lstm", bidirectional=True, num_layers=3, dropout=0.3),
-    "gru-max": ModelConfig(rnn_type="gru", pooling="max", embed_dim=16, hidden_dim=24),
+    **{name: lesson_config(name) for name in LESSON_CONFIGS},
+    "gru-max": ModelConfig(rnn_type="gru", pooling="max", embed_dim=16, hidden_dim=24, ngram_buckets=0),
+    "default (bilstm-max + ngrams)": ModelConfig(embed_dim=16, hidden_dim=24, ngram_buckets=97),
 }
 
 
@@ -37,7 +42,9 @@ def test_batch_from_flat_pads_rows_in_the_order_asked():
 
 def test_loss_goes_down_on_a_tiny_task():
     torch.manual_seed(0)
-    model = TextClassifier(ModelConfig(embed_dim=8, hidden_dim=16), vocab_size=6, num_classes=2)
+    model = TextClassifier(
+        lesson_config("lstm-last", embed_dim=8, hidden_dim=16), vocab_size=6, num_classes=2
+    )
     ids, lengths = pad_batch([torch.tensor([2, 3, 4]), torch.tensor([4, 3, 2]), torch.tensor([2, 5])])
     y = torch.tensor([0, 1, 0])  # the first two differ only in order
     opt = torch.optim.Adam(model.parameters(), lr=0.05)

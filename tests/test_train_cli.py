@@ -8,21 +8,13 @@ from conftest import tiny_corpus
 
 from pipeline import corpus, ingest, lake
 from pipeline.__main__ import main
+from pipeline.model import _PLAIN, LESSON_CONFIGS
 from pipeline.vocab import VocabConfig, build_vocab, save_vocab
 
 SMALL = ["--set", "model.embed_dim=8", "--set", "model.hidden_dim=8", "--set", "train.epochs=2"]
 LESSON = {
-    "rnn-mean": ["--set", "model.rnn_type=rnn", "--set", "model.pooling=mean"],
-    "lstm-last": ["--set", "model.rnn_type=lstm", "--set", "model.pooling=last"],
-    "bilstm": ["--set", "model.rnn_type=lstm", "--set", "model.bidirectional=true"],
-    "bilstm-3-dropout": [
-        "--set",
-        "model.bidirectional=true",
-        "--set",
-        "model.num_layers=3",
-        "--set",
-        "model.dropout=0.3",
-    ],
+    name: [arg for k, v in {**_PLAIN, **cfg}.items() for arg in ("--set", f"model.{k}={json.dumps(v)}")]
+    for name, cfg in LESSON_CONFIGS.items()
 }
 
 

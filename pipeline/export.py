@@ -43,14 +43,6 @@ def find_exporter() -> Path:
     raise ExportError(msg)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _drop_stale_outputs(out_dir: Path) -> None:
     """Temporary files of exports cut by a crash: the exporter's `.NAME.tmp-*` and our `.NAME.run-*`."""
     if not out_dir.is_dir():
@@ -96,7 +88,7 @@ def export_partition(
             msg = f"go-exporter failed for {date} (exit {proc.returncode}): {proc.stderr.strip()}"
             raise ExportError(msg)
         os.replace(staged, out)
-        _fsync_dir(out_dir)
+        lake.fsync_dir(out_dir)
     finally:
         staged.unlink(missing_ok=True)
     manifest = {

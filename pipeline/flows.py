@@ -24,7 +24,7 @@ from pipeline import evaluate as evaluate_stage
 from pipeline import ingest as ingest_stage
 from pipeline import train as train_stage
 from pipeline.config import PipelineConfig, ScoreConfig, load_config
-from pipeline.errors import ExportError
+from pipeline.errors import ExportError, PipelineError
 
 
 def _data(root: str) -> lake.DataDir:
@@ -168,8 +168,14 @@ def _run_id() -> str:
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{(run or uuid.uuid4().hex)[:8]}"
 
 
-def _publish_summary(root: str, flow_name: str, days: list[dict[str, Any]], t0: float) -> dict[str, Any]:
-    summary = nightly.summarize_run(_run_id(), flow_name, days, time.perf_counter() - t0)
+def _publish_summary(
+    root: str,
+    flow_name: str,
+    days: list[dict[str, Any]],
+    t0: float,
+    failed: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    summary = nightly.summarize_run(_run_id(), flow_name, days, time.perf_counter() - t0, failed=failed)
     summary["path"] = nightly.write_run_summary(_data(root), summary)
     create_markdown_artifact(
         key=f"{flow_name}-summary", markdown=nightly.summary_markdown(summary), description="rows and seconds"
@@ -201,10 +207,29 @@ def backfill_flow(root: str, start: str, end: str) -> dict[str, Any]:
         s = score_task.submit(root, date, ScoreConfig(), None, wait_for=[i])
         e = export_task.submit(root, date, "ndjson", wait_for=[s])
         chains.append((date, i, s, e))
-    days = [
-        {"date": d, "ingest": i.result(), "score": s.result(), "export": e.result()} for d, i, s, e in chains
-    ]
-    return _publish_summary(root, "backfill", days, t0)
+    days, failed = [], []
+    for d, i, s, e in chains:  # a failing date does not stop the others; it is listed, then raised
+        try:
+            days.append({"date": d, "ingest": i.result(), "score": s.result(), "export": e.result()})
+        except Exception as exc:
+            failed.append({"date": d, "error": _first_error(i, s, e, exc)})
+    summary = _publish_summary(root, "backfill", days, t0, failed)
+    if failed:
+        listed = "; ".join(f"{f['date']}: {f['error']}" for f in failed)
+        msg = f"backfill: {len(failed)} of {len(chains)} dates failed ({listed}); summary: {summary['path']}"
+        raise PipelineError(msg)
+    return summary
+
+
+def _first_error(*futures_and_fallback: Any) -> str:
+    """The message of the first failed stage of a date (later stages only say it did not run)."""
+    *futures, fallback = futures_and_fallback
+    for f in futures:
+        try:
+            f.result()
+        except Exception as exc:
+            return str(exc)
+    return str(fallback)
 
 
 def run_backfill(

@@ -105,8 +105,15 @@ def export_date(data: lake.DataDir, date: str, fmt: str = "ndjson") -> dict[str,
 # ---------------------------------------------------------------------------- run summaries
 
 
-def summarize_run(run_id: str, flow: str, days: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """One record per date with the rows in and out of each stage; totals; wall time."""
+def summarize_run(
+    run_id: str,
+    flow: str,
+    days: list[dict[str, Any]],
+    seconds: float,
+    *,
+    failed: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """One record per date with the rows in and out of each stage; failed dates; totals; wall time."""
     for d in days:
         kept, scored, exported = d["ingest"]["rows_kept"], d["score"]["rows"], d["export"]["rows"]
         if not (kept == scored == exported):
@@ -117,6 +124,7 @@ def summarize_run(run_id: str, flow: str, days: list[dict[str, Any]], seconds: f
         "run": run_id,
         "flow": flow,
         "dates": days,
+        "failed": failed or [],
         "totals": {
             k: sum(d[s][f] for d in days)
             for k, (s, f) in {
@@ -154,6 +162,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             f"{e['rows']}{mark(e)} | {s['model_version']} | {i['seconds']:.2f} | {s['seconds']:.2f} | "
             f"{e['seconds']:.2f} |"
         )
+    for f in summary.get("failed", []):
+        lines.append(f"| {f['date']} | FAILED: {f['error'].replace('|', '/')} | | | | | | | |")
     t = summary["totals"]
     lines += [
         "",

@@ -500,3 +500,21 @@ def test_backfill_on_a_dask_cluster_matches_the_local_runner(root, tmp_path, mon
     assert any(ran_on.values())  # the stages ran in the workers, not here
     assert changed(snapshot(local), snapshot(root)) == []
     check_counts(root, s)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_failing_date_does_not_stop_the_others_and_is_listed(root):
+    from pipeline import flows
+
+    data = lake.DataDir.at(root)
+    bad = DATES[1]
+    (data.raw(bad) / "news.csv").write_text("id,body\n1,no text column here\n")  # wrong column: ingest fails
+    with pytest.raises(PipelineError, match=rf"1 of 3 dates failed \({bad}: .*no column `text`"):
+        flows.run_backfill(str(root), START, END)
+    runs = sorted((root / "runs").glob("*.json"))
+    summary = json.loads(runs[-1].read_text())
+    assert [d["date"] for d in summary["dates"]] == [DATES[0], DATES[2]]  # the others finished
+    assert [f["date"] for f in summary["failed"]] == [bad]
+    for d in (DATES[0], DATES[2]):
+        assert (data.exports(d) / "predictions.ndjson").is_file()
+    assert not (data.exports(bad) / "predictions.ndjson").exists()

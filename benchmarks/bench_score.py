@@ -42,8 +42,8 @@ from pipeline import lake, registry
 from pipeline.config import ScoreConfig
 from pipeline.corpus import CLASSES, _order_row, _topic_row
 from pipeline.infer import build_scorer
-from pipeline.model import ModelConfig, TextClassifier, batch_from_flat
-from pipeline.schema import TEXTS_SCHEMA
+from pipeline.model import ModelConfig, TextClassifier, batch_from_flat, lesson_config
+from pipeline.schema import LAKE_SCHEMA_VERSION, TEXTS_SCHEMA
 from pipeline.score import score_partition
 from pipeline.tokenize import tokenize_py
 from pipeline.vocab import Vocab, VocabConfig, build_vocab, encode, save_vocab
@@ -182,7 +182,7 @@ def write_partition(data: lake.DataDir, date: str, texts: pa.Array, *, row_group
                     )
                 )
         files = [{"name": path.name, "sha256": lake.sha256_file(path), "rows": len(texts)}]
-        lake.write_json(tmp / lake.MANIFEST, {"date": date, "files": files, "rows_kept": len(texts)})
+        lake.write_json(tmp / lake.MANIFEST, {"date": date, "files": files, "rows_kept": len(texts), "schema_version": LAKE_SCHEMA_VERSION})
 
 
 def publish_model(data: lake.DataDir, model: TextClassifier, vocab: Vocab, labels: list[str]) -> str:
@@ -238,7 +238,7 @@ def big_run(data: lake.DataDir, pool: list[str], rows: int, workers: int) -> Non
                     )
                 )
         files = [{"name": path.name, "sha256": lake.sha256_file(path), "rows": rows}]
-        lake.write_json(tmp / lake.MANIFEST, {"date": date, "files": files, "rows_kept": rows})
+        lake.write_json(tmp / lake.MANIFEST, {"date": date, "files": files, "rows_kept": rows, "schema_version": LAKE_SCHEMA_VERSION})
     print(f"  generated {rows:,} rows in {time.perf_counter() - t0:.0f} s")
     out = subprocess.run(
         [sys.executable, "-c", BIG_CHILD, str(data.root), str(workers)],
@@ -280,7 +280,8 @@ def run(args: argparse.Namespace) -> None:
     perm = np.random.default_rng(0).permutation(len(texts))
     held = perm[: len(perm) // 5]
     train_idx = perm[len(perm) // 5 :][: args.train_rows]
-    cfg = ModelConfig()
+    # The lesson's model (an LSTM read on its last hidden state), so the lesson loop can run it as written.
+    cfg = lesson_config("lstm-last", embed_dim=64, hidden_dim=128)
     vocab = build_vocab(pl.LazyFrame({"text": [texts[i] for i in train_idx]}), VocabConfig())
     print(
         f"data: {source}, {len(train_idx):,} training rows, {len(held):,} held out, vocabulary {len(vocab):,}"

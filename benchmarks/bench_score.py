@@ -182,7 +182,10 @@ def write_partition(data: lake.DataDir, date: str, texts: pa.Array, *, row_group
                     )
                 )
         files = [{"name": path.name, "sha256": lake.sha256_file(path), "rows": len(texts)}]
-        lake.write_json(tmp / lake.MANIFEST, {"date": date, "files": files, "rows_kept": len(texts), "schema_version": LAKE_SCHEMA_VERSION})
+        lake.write_json(
+            tmp / lake.MANIFEST,
+            {"date": date, "files": files, "rows_kept": len(texts), "schema_version": LAKE_SCHEMA_VERSION},
+        )
 
 
 def publish_model(data: lake.DataDir, model: TextClassifier, vocab: Vocab, labels: list[str]) -> str:
@@ -238,7 +241,10 @@ def big_run(data: lake.DataDir, pool: list[str], rows: int, workers: int) -> Non
                     )
                 )
         files = [{"name": path.name, "sha256": lake.sha256_file(path), "rows": rows}]
-        lake.write_json(tmp / lake.MANIFEST, {"date": date, "files": files, "rows_kept": rows, "schema_version": LAKE_SCHEMA_VERSION})
+        lake.write_json(
+            tmp / lake.MANIFEST,
+            {"date": date, "files": files, "rows_kept": rows, "schema_version": LAKE_SCHEMA_VERSION},
+        )
     print(f"  generated {rows:,} rows in {time.perf_counter() - t0:.0f} s")
     out = subprocess.run(
         [sys.executable, "-c", BIG_CHILD, str(data.root), str(workers)],

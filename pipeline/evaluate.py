@@ -11,28 +11,21 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 
 from pipeline import lake, registry, report
 from pipeline.errors import InputError
-from pipeline.model import batch_from_flat
+from pipeline.infer import build_scorer
 from pipeline.vocab import encode
 
 log = logging.getLogger(__name__)
 
 
 def predict_labels(lm: registry.LoadedModel, texts: pl.Series, *, batch_size: int = 256) -> np.ndarray:
-    """Predicted class index per text, in input order (length-sorted batches inside)."""
+    """Predicted class index per text, in input order, through the scoring engine's own kernel."""
     ids, offsets = encode(texts, lm.vocab, max_len=lm.config.max_len)
-    order = np.argsort(np.diff(offsets), kind="stable")
-    out = np.empty(len(texts), dtype=np.int64)
-    device = next(lm.model.parameters()).device
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            rows = order[s : s + batch_size]
-            x, lengths = batch_from_flat(ids, offsets, rows)
-            out[rows] = lm.model(x.to(device), lengths).argmax(1).cpu().numpy()
-    return out
+    device = str(next(lm.model.parameters()).device)
+    scorer = build_scorer(lm.model, batch_size=batch_size, device=device)
+    return scorer.predict_proba(ids, offsets).argmax(1)
 
 
 def evaluate_partition(data: lake.DataDir, date: str, *, model_version: str | None = None) -> dict[str, Any]:

@@ -142,8 +142,7 @@ def train_flow(
     overrides: list[str] | None = None,
 ) -> dict[str, Any]:
     cfg = load_config(Path(config_file) if config_file else None, overrides)
-    vocab_task(root, cfg, start, end)
-    return train_task(root, cfg, start, end)
+    return train_task(root, cfg, start, end)  # builds and saves the vocabulary too (see `vocab_flow`)
 
 
 @flow(name="score")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 from typing import Any
 
@@ -66,7 +65,6 @@ def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | Non
     t0 = time.perf_counter()
     with lake.locked(data, f"date-{date}"):
         m = score.score_partition(data, date, cfg, model_version=model)
-        _drop_finished_jobs(data, date, m["inputs"])
     return {
         "date": date,
         "rows": m["rows"],
@@ -74,19 +72,6 @@ def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | Non
         "skipped": m["skipped"],
         "seconds": round(time.perf_counter() - t0, 3),
     }
-
-
-def _drop_finished_jobs(data: lake.DataDir, date: str, inputs: dict[str, Any]) -> None:
-    """Remove the job folder of the partition just published, left behind by a run cut after the swap.
-
-    `score_partition` removes it itself after publishing; a SIGKILL between the two leaves a folder
-    with complete-looking shards that nothing else would ever remove (the partition is up to date).
-    """
-    out = data.predictions(date)
-    for job in out.parent.glob(f".{out.name}.job-*"):
-        record = job / score.JOB
-        if not record.is_file() or lake.read_json(record).get("inputs") == inputs:
-            shutil.rmtree(job, ignore_errors=True)
 
 
 def export_date(data: lake.DataDir, date: str, fmt: str = "ndjson") -> dict[str, Any]:

@@ -84,6 +84,10 @@ def score_partition(
     out_dir = data.predictions(date)
     existing = lake.read_manifest(out_dir)
     if existing is not None and existing.get("inputs") == inputs:
+        # A run cut after publishing but before removing its job folder leaves complete-looking shards;
+        # with the partition up to date there is nothing left to resume.
+        for job in out_dir.parent.glob(f".{out_dir.name}.job-*"):
+            shutil.rmtree(job, ignore_errors=True)
         log.info("predictions for %s are up to date (model %s); nothing to score", date, version)
         return {**existing, "skipped": True}
 

@@ -28,6 +28,20 @@ def data(tmp_path: Path) -> lake.DataDir:
 
 
 @pytest.fixture(scope="session")
+def exporter() -> Path:
+    """The go-exporter binary; skipped when it is not built, except in CI where it must be."""
+    from pipeline.errors import ExportError
+    from pipeline.export import find_exporter
+
+    try:
+        return find_exporter()
+    except ExportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("go-exporter is not built; `make setup` builds it")
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """A temporary Prefect API for the whole session (it takes ~10 s to start)."""
     from prefect.testing.utilities import prefect_test_harness

@@ -1,5 +1,4 @@
 import json
-import os
 
 import jsonschema
 import pytest
@@ -7,21 +6,10 @@ from conftest import REPO, tiny_corpus
 
 from pipeline import corpus, ingest, train
 from pipeline.config import ScoreConfig, load_config
-from pipeline.errors import ExportError
-from pipeline.export import export_partition, find_exporter
+from pipeline.export import export_partition
 from pipeline.score import score_partition
 
 CONTRACT = REPO.parent / "shared" / "contracts" / "prediction_result.schema.json"
-
-
-@pytest.fixture(scope="module")
-def exporter():
-    try:
-        return find_exporter()
-    except ExportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("go-exporter is not built; `make setup` builds it")
 
 
 @pytest.fixture

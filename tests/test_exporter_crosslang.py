@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +24,6 @@ import pyarrow.ipc as ipc
 import pytest
 from conftest import REPO
 
-from pipeline.errors import ExportError
-from pipeline.export import find_exporter
 from pipeline.schema import predictions_schema
 
 CONTRACT = REPO.parent / "shared" / "contracts" / "prediction_result.schema.json"
@@ -162,16 +159,6 @@ EXPECTED_TYPES = {
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def exporter() -> Path:
-    try:
-        return find_exporter()
-    except ExportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("go-exporter is not built; `make setup` builds it")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration testdata fuzz clean distclean nightly backfill serve
+.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration testdata fuzz torture clean distclean nightly backfill serve
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
@@ -27,6 +27,7 @@ help:
 	@echo "make lint      ruff, gofmt, go vet"
 	@echo "make bench     benchmarks (prints ratios measured side by side)"
 	@echo "make fuzz      fuzz go-exporter for FUZZTIME (default 60s)"
+	@echo "make torture   kill a backfill TORTURE_KILLS times (default 20), resume, compare [TORTURE_SEED=N]"
 	@echo "make testdata  regenerate go-exporter's pipeline-written test files"
 	@echo "make nightly DATE=YYYY-MM-DD | make backfill START=... END=... [RUNNER=dask] | make serve [CRON=...]"
 	@echo "make clean     remove generated data and build outputs (keeps .venv)"
@@ -80,6 +81,13 @@ bench-score: setup
 FUZZTIME ?= 60s
 fuzz: setup
 	cd go-exporter && go test -run='^$$' -fuzz=FuzzExport -fuzztime=$(FUZZTIME) -fuzzminimizetime=5s -parallel 1 .
+
+# Crash test: SIGKILL a backfill at TORTURE_KILLS random moments across its stages, resume each time,
+# then compare every output with a clean run (a few minutes on 2 cores). TORTURE_SEED repeats a run.
+TORTURE_KILLS ?= 20
+export TORTURE_KILLS TORTURE_SEED
+torture: setup
+	OMP_NUM_THREADS=1 $(PY) benchmarks/torture.py
 
 DATE ?= $(shell date -u +%F)
 CRON ?= 0 2 * * *

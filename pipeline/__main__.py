@@ -132,12 +132,20 @@ def configure_environment(root: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = args.data_dir.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    configure_environment(root)
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        configure_environment(root)
+        if args.command != "models":
+            lake.check_writable(root)  # a full or read-only data directory: say so before Prefect starts
         result = _dispatch(args, str(root))
     except PipelineError as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # e.g. Prefect's own database in a full or read-only data directory
+        problem = lake.storage_problem(root, e)
+        if problem is None:
+            raise
+        print(f"pipeline: error: {problem}", file=sys.stderr)
         return 1
     if result is not None:
         print(result)
@@ -157,13 +165,19 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
             for r in rows
         )
 
+    if args.command == "ingest":  # options and files checked before Prefect starts: errors come fast
+        ingest_cfg = ingest.ingest_config_from_args(args)
+        ingest.check_sources(args.sources, ingest_cfg)
+
     from pipeline import demo, flows  # imports Prefect: after configure_environment
+
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_quiet_pipeline_errors)
 
     if args.command == "demo":
         return demo.format_summary(flows.demo_flow(root))
     if args.command == "ingest":
-        cfg = ingest.ingest_config_from_args(args)
-        m = flows.ingest_flow(root, args.date, [str(s) for s in args.sources], cfg)
+        m = flows.ingest_flow(root, args.date, [str(s) for s in args.sources], ingest_cfg)
         return _brief(m, ["date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason"])
     if args.command == "train":
         m = flows.train_flow(
@@ -192,6 +206,14 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         flows.serve_nightly(root, cron=args.cron, name=args.name)
         return None
     raise AssertionError(args.command)
+
+
+def _quiet_pipeline_errors(record: logging.LogRecord) -> bool:
+    """Prefect logs a failed run with its traceback; a `PipelineError`'s message (file, row, hint) is all
+    there is to say, and `main` prints it, so its traceback is left out. Other errors keep theirs."""
+    if record.exc_info and isinstance(record.exc_info[1], PipelineError):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def _brief(m: dict[str, Any], keys: list[str]) -> str:

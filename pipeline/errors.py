@@ -19,3 +19,7 @@ class ModelError(PipelineError):
 
 class ExportError(PipelineError):
     """The go-exporter process failed or could not be found."""
+
+
+class StorageError(PipelineError):
+    """The data directory's file system is full, read-only or not writable (nothing was half-published)."""

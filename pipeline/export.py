@@ -8,16 +8,18 @@ beside it records what it was made from.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any, Literal
 
 from pipeline import lake
-from pipeline.errors import ExportError
+from pipeline.errors import ExportError, PipelineError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,27 @@ def _drop_stale_outputs(out_dir: Path) -> None:
     for p in out_dir.iterdir():
         if p.name.startswith(".") and (".tmp-" in p.name or ".run-" in p.name) and p.is_file():
             p.unlink(missing_ok=True)
+
+
+def _exporter_error(date: str, out: Path, proc: subprocess.CompletedProcess[str]) -> PipelineError:
+    """The error for a failed exporter run: a full or read-only disk, a killed process, or its message."""
+    said = proc.stderr.strip()
+    for code, text in ((errno.ENOSPC, "no space left on device"), (errno.EROFS, "read-only file system")):
+        if text in said.lower():
+            msg = (
+                f"{out.parent}: {os.strerror(code)} while exporting {date} (go-exporter: {said}); "
+                f"{out.name} was left as it was; hint: {lake.storage_hint(code)}"
+            )
+            return StorageError(msg)
+    if proc.returncode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-proc.returncode).name}"
+        except ValueError:
+            how = f"was killed by signal {-proc.returncode}"
+    else:
+        how = f"failed (exit {proc.returncode}): {said}"
+    msg = f"go-exporter {how} for {date}; {out} was left as it was; hint: run the export again"
+    return ExportError(msg)
 
 
 def export_partition(
@@ -85,12 +108,14 @@ def export_partition(
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            msg = f"go-exporter failed for {date} (exit {proc.returncode}): {proc.stderr.strip()}"
-            raise ExportError(msg)
+            raise _exporter_error(date, out, proc)
+        manifest_path.unlink(missing_ok=True)  # a manifest only ever describes the file beside it
         os.replace(staged, out)
         lake.fsync_dir(out_dir)
     finally:
-        staged.unlink(missing_ok=True)
+        # what a failed or killed exporter left: our staged name and its own temporary beside it
+        for p in [staged, *out_dir.glob(f".{staged.name}.tmp-*")]:
+            p.unlink(missing_ok=True)
     manifest = {
         "date": date,
         "path": str(out.relative_to(data.root)),

@@ -2,7 +2,8 @@
 
 This is the only module that imports Prefect (a test keeps it so). Stages decide themselves whether
 their outputs are up to date, so Prefect's own caching is off (`NO_CACHE`). Retries only where a
-failure can be transient: file I/O (`OSError`) and the go-exporter process.
+failure can be transient: file I/O (`OSError`) and the go-exporter process; never a full or read-only
+data directory, which every task reports as a `StorageError` naming the path, with a hint.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def _transient(exc_types: tuple[type[BaseException], ...]):
     def retry(task, task_run, state) -> bool:
         try:
             state.result()
-        except exc_types:
-            return True
+        except exc_types as e:  # but a full or read-only disk does not mend itself in seconds
+            return not (isinstance(e, OSError) and e.errno in lake.STORAGE_ERRNOS)
         except Exception:
             return False
         return False
@@ -53,7 +54,8 @@ _EXPORTER = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient
 
 @task(name="ingest", cache_policy=NO_CACHE, **_IO)
 def ingest_task(root: str, sources: list[str], date: str, cfg: ingest_stage.IngestConfig) -> dict[str, Any]:
-    m = ingest_stage.ingest([Path(s) for s in sources], date, _data(root), cfg)
+    with lake.storage_errors(Path(root), f"ingesting {date}"):
+        m = ingest_stage.ingest([Path(s) for s in sources], date, _data(root), cfg)
     return {k: m[k] for k in ("date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason")}
 
 
@@ -64,12 +66,14 @@ def ingest_date_task(root: str, date: str) -> dict[str, Any]:
 
 @task(name="vocabulary", cache_policy=NO_CACHE, **_IO)
 def vocab_task(root: str, cfg: PipelineConfig, start: str | None, end: str | None) -> dict[str, Any]:
-    return train_stage.build_lake_vocab(_data(root), cfg, start=start, end=end)
+    with lake.storage_errors(Path(root), "building the vocabulary"):
+        return train_stage.build_lake_vocab(_data(root), cfg, start=start, end=end)
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(root: str, cfg: PipelineConfig, start: str | None, end: str | None) -> dict[str, Any]:
-    return train_stage.train(_data(root), cfg, start=start, end=end)
+    with lake.storage_errors(Path(root), "training"):
+        return train_stage.train(_data(root), cfg, start=start, end=end)
 
 
 @task(name="score", cache_policy=NO_CACHE, **_IO)
@@ -79,7 +83,8 @@ def score_task(root: str, date: str, cfg: ScoreConfig, model: str | None) -> dic
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str, date: str, model: str | None) -> dict[str, Any]:
-    m = evaluate_stage.evaluate_partition(_data(root), date, model_version=model)
+    with lake.storage_errors(Path(root), f"evaluating {date}"):
+        m = evaluate_stage.evaluate_partition(_data(root), date, model_version=model)
     return {
         k: m[k]
         for k in ("date", "model_version", "rows", "accuracy", "macro_f1", "rows_unknown_label", "path")

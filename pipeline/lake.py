@@ -13,18 +13,23 @@ Layout under the data root (`--data-dir`, `PIPELINE_DATA_DIR`, default `./data`)
 
 Every file is written atomically (temporary file beside it, fsync, rename) and every partition is
 published as a whole folder: written under a hidden temporary name, then swapped into place, so a
-reader never sees a half-written partition and a crash leaves the previous one intact.
+reader never sees a half-written partition and a crash leaves the previous one intact. What a crash
+leaves (a temporary file, a half-swapped folder) is removed by the next write there. A full or
+read-only file system fails with a `StorageError` that names the path and says what to do.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,16 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError, PipelineError
+from pipeline.errors import InputError, PipelineError, StorageError
 
 MANIFEST = "_manifest.json"
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fullmatch: `$` would let a trailing newline in
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def parse_date(value: str) -> str:
     """Return `value` if it is a real calendar date `YYYY-MM-DD`, else raise `InputError`."""
-    if not isinstance(value, str) or not _DATE_RE.match(value):
+    if not isinstance(value, str) or not _DATE_RE.fullmatch(value):
         msg = f"`date` must look like YYYY-MM-DD, got {value!r}"
         raise InputError(msg)
     try:
@@ -64,7 +69,7 @@ def date_range(start: str, end: str) -> list[str]:
 
 def check_name(value: str, what: str) -> str:
     """A version or file name from the user: a plain name that cannot escape its folder."""
-    if not _NAME_RE.match(value or "") or value in {".", ".."}:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         msg = f"`{what}` must be a plain name (letters, digits, '.', '_', '-'), got {value!r}"
         raise InputError(msg)
     return value
@@ -140,19 +145,60 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_ATOMIC_TMP = re.compile(r"\..+\.tmp-[0-9a-f]{8}")  # fullmatch
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`."""
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed onto `path`.
+
+    The temporary file `.NAME.tmp-XXXXXXXX` is created here and `flock`ed while it is written, so
+    that a writer killed mid-way (even by SIGKILL) leaves a file nobody holds: the next atomic write
+    into the same folder removes it (`sweep_temporaries`). On any error the temporary is removed.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        os.fsync(fd)  # the caller wrote through its own handle; fsync flushes the file, not the handle
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def sweep_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files of atomic writes in `folder` that were cut by a crash; return them.
+
+    A temporary is stale when no process holds its `flock` (the kernel drops it when the writer dies),
+    so a write in progress in this or another process is never touched.
+    """
+    removed = []
+    try:
+        names = [n for n in os.listdir(folder) if _ATOMIC_TMP.fullmatch(n)]
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        p = folder / name
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:  # gone already, or a symlink (`models/.latest.tmp-*`, not ours)
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # being written right now
+        finally:
+            os.close(fd)
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -236,7 +282,23 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     """The manifest of a complete partition, or None when there is none (absent or never finished)."""
     recover_dir(folder)
     p = folder / MANIFEST
-    return read_json(p) if p.is_file() else None
+    return check_manifest_names(read_json(p), p) if p.is_file() else None
+
+
+def check_manifest_names(m: Any, where: Path) -> dict[str, Any]:
+    """A manifest's file names are joined to its folder: each must be a plain name, never a path."""
+    if not isinstance(m, dict):
+        msg = f"{where}: not a manifest (a JSON object); the file is damaged, re-run the stage that writes it"
+        raise PipelineError(msg)
+    for key in ("files", "shards"):
+        for f in m.get(key) or []:
+            name = f.get("name") if isinstance(f, dict) else None
+            try:
+                check_name(name, f"{key}[].name")  # type: ignore[arg-type]
+            except InputError as e:
+                msg = f"{where}: {e}; the manifest is damaged or was edited, re-run the stage that writes it"
+                raise PipelineError(msg) from None
+    return m
 
 
 def require_manifest(folder: Path, hint: str) -> dict[str, Any]:
@@ -267,8 +329,16 @@ def locked(data: DataDir, name: str, *, timeout: float | None = None) -> Iterato
     if timeout is None:
         timeout = float(os.environ.get("PIPELINE_LOCK_TIMEOUT", "600"))
     path = data.lock_file(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS or not path.is_file():
+            raise
+        # a read-only data directory: an up-to-date stage still runs; one that must write fails there
+        fd, holder_noted = os.open(path, os.O_RDONLY), False
+    else:
+        holder_noted = True
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -284,8 +354,114 @@ def locked(data: DataDir, name: str, *, timeout: float | None = None) -> Iterato
                     )
                     raise PipelineError(msg) from None
                 time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        if holder_noted:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+# ---------------------------------------------------------------------------- a full or read-only disk
+
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES})
+_LOW_SPACE = 16 << 20  # bytes; less than this free in the data directory and nothing fits (a model is 25 MB)
+
+
+def storage_hint(code: int) -> str:
+    """What to do about a full (`ENOSPC`, `EDQUOT`), read-only (`EROFS`) or forbidden (`EACCES`) path."""
+    if code == errno.EROFS:
+        return "remount it read-write (or pass another --data-dir), then run again"
+    if code == errno.EACCES:
+        return "give this user write access to it (or pass another --data-dir), then run again"
+    return "free space on that file system (or pass another --data-dir), then run again"
+
+
+def _storage_cause(root: Path, exc: BaseException) -> tuple[int, str, str] | None:
+    """(errno, path, what is wrong) when `exc` comes from a full, read-only or unwritable data directory.
+
+    A storage `OSError` in the exception's chain says so itself, and so does another error that quotes
+    the system's message (safetensors: "No space left on device (os error 28)"). Otherwise the file
+    system is looked at: some writers lose the cause (torch.save raises "unexpected pos" when the disk
+    fills), and so does a failure far from our code (Prefect's database in `<root>/.prefect`).
+    """
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            return e.errno, str(e.filename or root), os.strerror(e.errno)
+        for code in STORAGE_ERRNOS - {errno.EACCES}:  # wrapped by Rust or C++ (safetensors), named
+            if os.strerror(code).lower() in str(e).lower():
+                return code, str(root), os.strerror(code)
+        e = e.__cause__ or e.__context__
+    try:
+        st = os.statvfs(root)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if st.f_flag & os.ST_RDONLY:
+        return errno.EROFS, str(root), "the data directory is on a read-only file system"
+    if not os.access(root, os.W_OK):
+        return errno.EACCES, str(root), "the data directory is not writable"
+    if free < _LOW_SPACE:
+        return errno.ENOSPC, str(root), f"the data directory's file system is full ({free} bytes free)"
+    return None
+
+
+@contextmanager
+def storage_errors(root: Path, what: str) -> Iterator[None]:
+    """Turn an error of a full, read-only or unwritable data directory into a `StorageError`.
+
+    The message names the path (the data root when the OS does not say), what was being done, and a
+    hint. Every write is atomic, so such a failure publishes nothing and leaves earlier outputs intact;
+    the same run, started again once there is room, carries on.
+    """
+    try:
+        yield
+    except PipelineError:
+        raise
+    except Exception as e:
+        cause = _storage_cause(root, e)
+        if cause is None:
+            raise
+        code, where, wrong = cause
+        seen = "" if isinstance(e, OSError) else f" ({type(e).__name__}: {_first_line(e)})"
+        msg = (
+            f"{where}: {wrong} while {what}{seen}; what was published before is intact and nothing "
+            f"half-written was kept; hint: {storage_hint(code)}"
+        )
+        raise StorageError(msg) from None
+
+
+def check_writable(root: Path) -> None:
+    """Fail at once with a `StorageError` when nothing can be written in `root` (full, read-only, forbidden),
+    rather than midway or, worse, in Prefect's database there."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-check-", dir=root)
+        try:
+            os.write(fd, bytes(4096))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        msg = f"{root}: {os.strerror(e.errno)}: nothing can be written there; hint: {storage_hint(e.errno)}"
+        raise StorageError(msg) from None
+
+
+def storage_problem(root: Path, exc: BaseException) -> str | None:
+    """A clear message if `exc` comes from a full, read-only or unwritable data directory, else None."""
+    cause = _storage_cause(root, exc)
+    if cause is None:
+        return None
+    code, where, wrong = cause
+    said = "" if isinstance(exc, OSError) else f"; the run failed ({type(exc).__name__}: {_first_line(exc)})"
+    return f"{where}: {wrong}{said}; hint: {storage_hint(code)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""

@@ -23,7 +23,15 @@ log = logging.getLogger(__name__)
 
 
 def ingest_date(data: lake.DataDir, date: str) -> dict[str, Any]:
-    """Ingest every file in `raw/<date>/` (options from its `_ingest.toml`, if any)."""
+    """Ingest every file in `raw/<date>/` (options from its `_ingest.toml`, if any).
+
+    Like every step here, a full or read-only data directory fails with a `StorageError`.
+    """
+    with lake.storage_errors(data.root, f"ingesting {date}"):
+        return _ingest_date(data, date)
+
+
+def _ingest_date(data: lake.DataDir, date: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     sources = ingest.raw_sources(data, date)
     if not sources:
@@ -63,7 +71,7 @@ def _ingest_result(date: str, m: dict[str, Any] | None, *, skipped: bool, second
 
 def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    with lake.locked(data, f"date-{date}"):
+    with lake.storage_errors(data.root, f"scoring {date}"), lake.locked(data, f"date-{date}"):
         m = score.score_partition(data, date, cfg, model_version=model)
     return {
         "date": date,
@@ -76,7 +84,7 @@ def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | Non
 
 def export_date(data: lake.DataDir, date: str, fmt: str = "ndjson") -> dict[str, Any]:
     t0 = time.perf_counter()
-    with lake.locked(data, f"date-{date}"):
+    with lake.storage_errors(data.root, f"exporting {date}"), lake.locked(data, f"date-{date}"):
         m = export.export_partition(data, date, fmt=fmt)  # type: ignore[arg-type]
     return {
         "date": date,
@@ -126,7 +134,8 @@ def summarize_run(
 
 def write_run_summary(data: lake.DataDir, summary: dict[str, Any]) -> str:
     path = data.runs / f"{lake.check_name(summary['run'], 'run')}.json"
-    lake.write_json(path, summary)
+    with lake.storage_errors(data.root, "writing the run summary"):
+        lake.write_json(path, summary)
     return str(path)
 
 

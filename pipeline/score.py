@@ -47,6 +47,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, get_args
@@ -114,7 +115,10 @@ def score_partition(
     t0, scored = time.perf_counter(), 0
     to_score = rows - sum(min(cfg.shard_rows, rows - k * cfg.shard_rows) for k in done)
     many = to_score > 2 * WINDOW_ROWS  # below this, starting processes costs more than it saves
-    with _executor(cfg, scorer, data.models, version, device, many_windows=many) as (submit, depth):
+    with (
+        writer.aborting(),
+        _executor(cfg, scorer, data.models, version, device, many_windows=many) as (submit, depth),
+    ):
         pending: deque[tuple[int, pa.RecordBatch, Future[np.ndarray]]] = deque()
 
         def finish_one() -> None:
@@ -134,7 +138,8 @@ def score_partition(
         while pending:
             finish_one()
     if rows == 0 and not done:
-        writer.write_empty()
+        with writer.aborting():
+            writer.write_empty()
 
     shards = [lake.read_json(job_dir / _record_name(k)) for k in range(n_shards)]
     assert sum(s["rows"] for s in shards) == rows, "shard rows do not add up to the partition"
@@ -255,6 +260,19 @@ class _ShardWriter:
         self.shard, self.written = 0, 0
         self.writer = pa.ipc.new_file(self._tmp(), self.schema)
         self._close()
+
+    @contextmanager
+    def aborting(self) -> Iterator[None]:
+        """On an error in the block (a full disk...), drop the shard being written; finished ones stay."""
+        try:
+            yield
+        except BaseException:
+            if self.writer is not None:
+                with suppress(Exception):
+                    self.writer.close()
+                self.writer = None
+            self._tmp().unlink(missing_ok=True)
+            raise
 
     def _tmp(self) -> Path:
         return self.job_dir / f".{_shard_name(self.shard)}.partial"

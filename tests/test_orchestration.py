@@ -3,17 +3,16 @@
 Every test starts from a copy of one seed data directory (a small synthetic corpus, three ingested
 labelled days and a tiny model) and backfills 2026-01-02 .. 2026-01-04. The scoring clock
 (`pipeline.score._now`) is frozen so that separate runs can be compared byte for byte: `scored_at` is
-the only value that differs between two fresh scoring jobs of the same inputs.
+the only value that differs between two fresh scoring jobs of the same inputs. The seed, the comparisons
+and the kill machinery live in `crashkit.py` (shared with test_faults.py and `make torture`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -22,9 +21,21 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
-from conftest import REPO
+from crashkit import (
+    FROZEN,
+    TINY,
+    after,
+    appeared,
+    build_seed,
+    changed,
+    check_counts,
+    leftovers,
+    pipeline_cmd,
+    run_until,
+    snapshot,
+    subprocess_env,
+)
 
 from pipeline import corpus, lake, nightly
 from pipeline import score as score_stage
@@ -35,22 +46,6 @@ from pipeline.export import find_exporter
 
 START, END = "2026-01-02", corpus.SCORE_DATE
 DATES = lake.date_range(START, END)
-FROZEN = dt.datetime(2026, 1, 5, 2, 0, tzinfo=dt.UTC)
-TINY = ["model.embed_dim=8", "model.hidden_dim=8", "train.epochs=1"]
-# Files that legitimately differ between two runs: Prefect's state, run summaries, lock holders' pids.
-VOLATILE = {".prefect", "runs", "locks"}
-
-
-def build_seed(root: Path, *, rows_per_day: int = 60) -> lake.DataDir:
-    """A corpus, its labelled days ingested by the nightly ingest (so they carry stamps), a tiny model."""
-    data = lake.DataDir.at(root)
-    corpus.generate_corpus(data, rows_per_day=rows_per_day)
-    classes = ", ".join(json.dumps(c) for c in corpus.CLASSES)
-    for d in corpus.TRAIN_DATES:
-        (data.raw(d) / "_ingest.toml").write_text(f"classes = [{classes}]\n")
-        nightly.ingest_date(data, d)
-    train_stage.train(data, load_config(None, TINY))
-    return data
 
 
 @pytest.fixture(scope="session")
@@ -67,70 +62,11 @@ def root(seed: Path, tmp_path: Path, monkeypatch) -> Path:
     return dst
 
 
-# A SIGKILL inside `lake.atomic_path` can leave its hidden `.NAME.tmp-XXXXXXXX` file: never read by
-# anything, never mistaken for output (see `leftovers`), so not part of what a run produced.
-_ATOMIC_TMP = re.compile(r"^\..+\.tmp-[0-9a-f]{8}$")
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not VOLATILE & set(p.relative_to(root).parts) and not _ATOMIC_TMP.match(p.name)
-    }
-
-
-def changed(before: dict[str, bytes], after: dict[str, bytes]) -> list[str]:
-    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-
-
 def worked(summary: dict) -> dict[str, list[str]]:
     """For each stage, the dates on which it did work (was not up to date)."""
     return {
         s: [d["date"] for d in summary["dates"] if not d[s]["skipped"]] for s in ("ingest", "score", "export")
     }
-
-
-def check_counts(root: Path, summary: dict | None = None) -> None:
-    """Every date's manifests, files and (if given) run summary agree on the row counts."""
-    data = lake.DataDir.at(root)
-    by_date = {d["date"]: d for d in summary["dates"]} if summary else {}
-    for d in DATES:
-        lm = lake.read_json(data.texts(d) / lake.MANIFEST)
-        qm = lake.read_json(data.quarantine(d) / lake.MANIFEST)
-        pm = lake.read_json(data.predictions(d) / lake.MANIFEST)
-        em = lake.read_json(data.exports(d) / "_manifest.ndjson.json")
-        assert lm["rows_read"] == lm["rows_kept"] + lm["rows_quarantined"]
-        assert qm["rows"] == lm["rows_quarantined"] == sum(lm["quarantined_by_reason"].values())
-        assert pm["rows"] == sum(s["rows"] for s in pm["shards"]) == lm["rows_kept"] > 0
-        n_pred = sum(
-            pa.ipc.open_file(data.predictions(d) / s["name"]).read_all().num_rows for s in pm["shards"]
-        )
-        lines = (root / em["path"]).read_text().splitlines()
-        assert n_pred == em["rows"] == len(lines) == pm["rows"]
-        assert len({json.loads(line)["id"] for line in lines}) == len(lines)  # no duplicate rows
-        assert em["model_version"] == pm["model_version"]
-        if d in by_date:
-            day = by_date[d]
-            assert day["ingest"]["rows_kept"] == lm["rows_kept"]
-            assert day["ingest"]["rows_quarantined"] == lm["rows_quarantined"]
-            assert day["score"]["rows"] == day["export"]["rows"] == pm["rows"]
-            assert day["score"]["model_version"] == pm["model_version"]
-
-
-def leftovers(root: Path) -> list[str]:
-    """Hidden folders left by a cut write (partition swaps, score jobs), and exporter temporary files.
-
-    (A stale `.NAME.tmp-*` file from a cut atomic write of a small JSON file may remain; it looks like
-    nothing and is harmless, so it is not counted.)
-    """
-    return sorted(
-        str(p.relative_to(root))
-        for p in root.rglob(".*")
-        if not VOLATILE & set(p.relative_to(root).parts)
-        and p.name != ".prefect"
-        and (p.is_dir() or p.parent.parent.name == "exports")
-    )
 
 
 @contextlib.contextmanager
@@ -159,7 +95,7 @@ def test_backfill_twice_then_changed_raw_then_new_model(root):
 
     first = flows.run_backfill(str(root), START, END)
     assert worked(first) == {"ingest": [END], "score": DATES, "export": DATES}
-    check_counts(root, first)
+    check_counts(root, DATES, first)
 
     # run 2: nothing changed, every stage of every date is up to date and says so
     before = snapshot(root)
@@ -188,7 +124,7 @@ def test_backfill_twice_then_changed_raw_then_new_model(root):
         p.split("/")[2] if p.startswith("lake/") else p.split("/")[1] for p in changed(before, snapshot(root))
     }
     assert touched <= {"date=2026-01-03", "ingest"}, touched  # lake, predictions, exports, its stamp
-    check_counts(root, third)
+    check_counts(root, DATES, third)
 
     # a new model: every date is scored and exported again, nothing is ingested again
     new = train_stage.train(lake.DataDir.at(root), load_config(None, [*TINY, "train.seed=14"]))
@@ -196,7 +132,7 @@ def test_backfill_twice_then_changed_raw_then_new_model(root):
     fourth = flows.run_backfill(str(root), START, END)
     assert worked(fourth) == {"ingest": [], "score": DATES, "export": DATES}
     assert {d["score"]["model_version"] for d in fourth["dates"]} == {new["version"]}
-    check_counts(root, fourth)
+    check_counts(root, DATES, fourth)
 
 
 # ---------------------------------------------------------------------------- run summary (item 5)
@@ -225,7 +161,7 @@ def test_run_summary_file_and_artifact_add_up(root):
     assert saved["seconds"]["stages"] == pytest.approx(
         sum(d[st]["seconds"] for d in saved["dates"] for st in ("ingest", "score", "export")), abs=0.01
     )
-    check_counts(root, saved)
+    check_counts(root, DATES, saved)
 
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(
@@ -376,81 +312,32 @@ def test_export_never_lets_an_orphaned_exporter_write_the_output(root):
 
 # ---------------------------------------------------------------------------- kill and resume (item 2)
 
-# `python -m pipeline` with the scoring clock frozen, so outputs compare byte for byte across runs.
-_RUNNER = f"""
-import datetime as dt, runpy, sys
-import pipeline.score
-pipeline.score._now = lambda: dt.datetime.fromisoformat({FROZEN.isoformat()!r})
-sys.argv[0] = "pipeline"
-runpy.run_module("pipeline", run_name="__main__", alter_sys=True)
-"""
-
 
 def _api_env() -> dict[str, str]:
     """The environment for a `pipeline` subprocess: this session's Prefect API (no server of its own)."""
     from prefect.settings import PREFECT_API_URL
 
-    env = dict(os.environ, PREFECT_API_URL=str(PREFECT_API_URL.value()), PYTHONPATH=str(REPO))
-    env.pop("PREFECT_HOME", None)  # each data directory keeps its own
-    return env
-
-
-def _appeared(pattern: str):
-    """A moment: a path matching `pattern` that was not there when the run started."""
-
-    def arm(root: Path):
-        there = set(root.glob(pattern))
-        return lambda: bool(set(root.glob(pattern)) - there)
-
-    return arm
-
-
-def _after(seconds: float):
-    def arm(root: Path):
-        deadline = time.monotonic() + seconds
-        return lambda: time.monotonic() >= deadline
-
-    return arm
+    return subprocess_env(str(PREFECT_API_URL.value()))
 
 
 # Moments to cut a backfill, in the order they happen: while starting up, mid-ingest of the new date,
 # once its lake partition is published, mid-scoring (a job folder exists), once a prediction partition
 # is published, once an export file exists, and after every export (before the run summary).
 KILL_POINTS = [
-    _after(0.5),
-    _appeared(f"lake/texts/.date={END}.tmp-*"),
-    _appeared(f"lake/texts/date={END}/_manifest.json"),
-    _appeared("predictions/.date=*.job-*"),
-    _appeared("predictions/date=*/_manifest.json"),
-    _appeared("exports/date=*/predictions.ndjson"),
-    _appeared(f"exports/date={END}/_manifest.ndjson.json"),
+    after(0.5),
+    appeared(f"lake/texts/.date={END}.tmp-*"),
+    appeared(f"lake/texts/date={END}/_manifest.json"),
+    appeared("predictions/.date=*.job-*"),
+    appeared("predictions/date=*/_manifest.json"),
+    appeared("exports/date=*/predictions.ndjson"),
+    appeared(f"exports/date={END}/_manifest.ndjson.json"),
 ]
 
 
 def _backfill_until(root: Path, env: dict[str, str], moment) -> str:
-    """Run `pipeline backfill` in a subprocess; SIGKILL it when the `moment` comes.
-
-    Returns "killed", or "finished" when the run ended on its own before the moment came.
-    """
-    cmd = [sys.executable, "-c", _RUNNER, "--data-dir", str(root), "backfill", "--start", START, "--end", END]
-    kill_now = moment(root) if moment is not None else None
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        while p.poll() is None:
-            if kill_now is not None and kill_now():
-                p.send_signal(signal.SIGKILL)
-                p.wait()
-                return "killed"
-            time.sleep(0.002)
-        out = p.stdout.read() if p.stdout else ""
-        assert p.returncode == 0, out
-        return "finished"
-    finally:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-        if p.stdout:
-            p.stdout.close()
+    """Run `pipeline backfill` in a subprocess; SIGKILL it when the `moment` comes ("killed"/"finished")."""
+    cmd = pipeline_cmd(root, "backfill", "--start", START, "--end", END)
+    return run_until(cmd, env, moment(root) if moment is not None else None)
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -472,7 +359,7 @@ def test_backfill_killed_at_several_points_resumes_to_identical_outputs(root, tm
     assert [k for k in got if k.startswith(("lake/", "predictions/", "exports/"))]  # not vacuous
     assert leftovers(root) == []
     runs = sorted((root / "runs").glob("*.json"))
-    check_counts(root, json.loads(runs[-1].read_text()))
+    check_counts(root, DATES, json.loads(runs[-1].read_text()))
 
 
 # ---------------------------------------------------------------------------- Dask (item 4)
@@ -505,7 +392,7 @@ def test_backfill_on_a_dask_cluster_matches_the_local_runner(root, tmp_path, mon
     assert worked(s)["score"] == DATES
     assert any(ran_on.values())  # the stages ran in the workers, not here
     assert changed(snapshot(local), snapshot(root)) == []
-    check_counts(root, s)
+    check_counts(root, DATES, s)
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -14,8 +14,13 @@ encoding Python knows (`--encoding`). `line` is the 1-based physical line where 
 (a CSV header is line 1; a quoted field spanning lines moves the next record down); Parquet: row number.
 
 The package: `options` (IngestConfig, reasons, formats, the command line and `_ingest.toml`), `clean`
-(the text cleaning), `readers` (format detection, decoding, one batch reader per format), `validation`
-(reasons and duplicate ids). This module runs the stage and re-exports the public names.
+(the text cleaning), `decoding` (compression, `--encoding`, undecodable bytes, files that are not what
+their name says), `readers` (format detection, one batch reader per format), `validation` (reasons and
+duplicate ids). This module runs the stage and re-exports the public names.
+
+Bad input never stops an ingest with anything but an `InputError` naming the file and giving a hint,
+and then only when the file as a whole cannot be read (not decompressible, binary, another encoding,
+no such column); every other problem is a row in the quarantine (tests/test_bad_input.py).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from pipeline.ingest.options import (
     load_folder_config,
     read_classes,
 )
-from pipeline.ingest.readers import _frame, _prefetch, _read_source, source_format
+from pipeline.ingest.readers import _frame, _prefetch, _read_source, check_source, source_format
 from pipeline.ingest.validation import _SeenIds, validate
 from pipeline.schema import LAKE_SCHEMA_VERSION, QUARANTINE_SCHEMA, TEXTS_SCHEMA
 
@@ -69,6 +74,7 @@ __all__ = [
     "Format",
     "IngestConfig",
     "add_ingest_arguments",
+    "check_sources",
     "clean_expr",
     "clean_series",
     "clean_text",
@@ -90,17 +96,7 @@ def ingest(sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig
     if not sources:
         msg = f"no source files for {date}; hint: put files in {data.raw(date)} or name them"
         raise InputError(msg)
-    for p in sources:
-        if not p.is_file():
-            msg = f"{p}: no such file; hint: check the path (sources are files, not folders)"
-            raise InputError(msg)
-        try:
-            with open(p, "rb"):
-                pass
-        except OSError as e:
-            msg = f"{p}: cannot open ({e.strerror}); hint: check its permissions"
-            raise InputError(msg) from None
-        source_format(p, cfg)  # fail early on an unknown format
+    check_sources(sources, cfg)
     source_infos = []
     seen = _SeenIds()
     reasons: Counter[str] = Counter()
@@ -122,8 +118,11 @@ def ingest(sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig
                 for b in _prefetch(_read_source(path, cfg)):
                     # the previous batch's Parquet encoding (GIL released) overlaps this one's cleaning
                     v = validate(_frame(b, len(cfg.text_columns)), cfg, id_prefix=sha[:12], seen=seen)
-                    keep = v.filter(pl.col("reason").is_null())
-                    drop = v.filter(pl.col("reason").is_not_null())
+                    if v["reason"].is_null().all():  # the common case: no copy of the batch
+                        keep, drop = v, v.clear()
+                    else:
+                        bad = pl.col("reason").is_not_null()
+                        keep, drop = v.filter(~bad), v.filter(bad)
                     if keep.height:
                         table = (
                             keep.select("id", "text", "label", pl.lit(shown).alias("source"), "line")
@@ -191,6 +190,34 @@ def ingest(sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig
         "%s: %d rows read, %d kept, %d quarantined %s", date, read_total, kept_total, bad_total, dict(reasons)
     )
     return manifest
+
+
+def check_sources(sources: list[Path], cfg: IngestConfig) -> None:
+    """Fail early, before anything is written, on a source no row of which could be read.
+
+    Each must be a readable regular file (a symbolic link to one is followed) of a known format whose
+    first bytes fit it: decompressible, not a binary format named as text, not UTF-16 read as UTF-8.
+    """
+    for p in sources:
+        _check_file(p)
+        check_source(p, cfg)
+
+
+def _check_file(p: Path) -> None:
+    """A source must be a regular file (a symbolic link to one is followed) that this process can read."""
+    if p.is_dir():
+        msg = f"{p}: is a folder, not a file; hint: name the files in it (e.g. {p}/*.csv)"
+        raise InputError(msg)
+    if not p.is_file():
+        what = "a broken symbolic link" if p.is_symlink() else "no such file" if not p.exists() else None
+        msg = f"{p}: {what or 'not a regular file'}; hint: check the path (sources are files, not folders)"
+        raise InputError(msg)
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as e:
+        msg = f"{p}: cannot open ({e.strerror}); hint: check its permissions"
+        raise InputError(msg) from None
 
 
 def _config_record(cfg: IngestConfig) -> dict[str, object]:

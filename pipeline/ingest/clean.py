@@ -37,6 +37,8 @@ NFKC_STABLE = [(0x00, 0x7F), (0xC0, 0xFF), (0x3001, 0x3002), (0x3400, 0x4DBF), (
 _NFKC_UNSTABLE_RE = "[^" + "".join(rf"\x{{{a:X}}}-\x{{{b:X}}}" for a, b in NFKC_STABLE) + "]"
 # Backslash, whitespace and control characters: every run becomes one space (a lone space is left be).
 _SPACES_RE = r"[\\\s\p{Cc}]{2,}|[\\\p{Cc}]|[^\S ]"
+_SPACES_FIX_RE = _SPACES_RE + "|^ | $"  # a row the spaces step changes
+_TODO_RE = _NFKC_UNSTABLE_RE + "|" + _SPACES_FIX_RE  # a row NFKC or the spaces step may change
 
 
 def clean_expr(text: pl.Expr) -> pl.Expr:
@@ -47,32 +49,35 @@ def clean_expr(text: pl.Expr) -> pl.Expr:
 def clean_series(s: pl.Series) -> pl.Series:
     """NFKC, then the entity fixes, then backslash/control/whitespace runs to one space, then strip.
 
-    Each costly step runs only on the rows it can change (gathered, fixed, scattered back): NFKC on
-    rows with a character outside `NFKC_STABLE`, the entity fixes on rows with a `;`, the spaces on
-    rows with something to collapse or strip. tests/test_ingest_clean.py checks it against the plain steps.
+    Each costly step runs only on the rows it can change (gathered, fixed, scattered back). One regex
+    pass finds the rows holding a character outside `NFKC_STABLE` or something to collapse or strip
+    (a regex costs the same whatever it looks for); NFKC runs on the first kind, the entity fixes on
+    rows with a `;`, and the spaces step on both sets, as NFKC and the entity fixes can leave spaces.
+    tests/test_ingest_clean.py checks it against the plain steps.
     """
     s = s.cast(pl.String).clone()
 
-    def fix(mask: pl.Series, step: Any) -> None:
-        nonlocal s
-        idx = np.flatnonzero(mask.fill_null(False).to_numpy())
-        if len(idx):
-            s = s.scatter(idx, step(s.gather(idx)))
+    def rows_matching(rows: np.ndarray, pattern: str) -> np.ndarray:
+        return rows[s.gather(rows).str.contains(pattern).fill_null(False).to_numpy()]
 
-    nonascii = np.flatnonzero((s.str.len_bytes() != s.str.len_chars()).fill_null(False).to_numpy())
-    if len(nonascii):
-        unstable = s.gather(nonascii).str.contains(_NFKC_UNSTABLE_RE).fill_null(False).to_numpy()
-        idx = nonascii[unstable]
-        if len(idx):
-            s = s.scatter(idx, s.gather(idx).str.normalize("NFKC"))
+    def fix(rows: np.ndarray, step: Any) -> None:
+        nonlocal s
+        if len(rows):
+            s = s.scatter(rows, step(s.gather(rows)))
 
     def entities(x: pl.Series) -> pl.Series:
         for pattern, repl in _ENTITIES:
             x = x.str.replace_all(pattern, repl)
         return x
 
-    fix(s.str.contains(";", literal=True), entities)
-    fix(s.str.contains(_SPACES_RE + "|^ | $"), lambda x: x.str.replace_all(_SPACES_RE, " ").str.strip_chars())
+    todo = np.flatnonzero(s.str.contains(_TODO_RE).fill_null(False).to_numpy())
+    fix(rows_matching(todo, _NFKC_UNSTABLE_RE), lambda x: x.str.normalize("NFKC"))
+    semicolon = np.flatnonzero(s.str.contains(";", literal=True).fill_null(False).to_numpy())
+    fix(semicolon, entities)
+    fix(
+        rows_matching(np.union1d(todo, semicolon), _SPACES_FIX_RE),
+        lambda x: x.str.replace_all(_SPACES_RE, " ").str.strip_chars(),
+    )
     return s
 
 

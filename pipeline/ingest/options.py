@@ -51,6 +51,7 @@ class IngestConfig:
     block_bytes: int = 8 << 20  # bytes read per batch from text formats
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.format not in FORMATS:
             msg = f"`format` must be one of {', '.join(FORMATS)}, got {self.format!r}"
             raise ConfigError(msg)
@@ -71,12 +72,58 @@ class IngestConfig:
         except LookupError:
             msg = f"`encoding` {self.encoding!r} is unknown; hint: e.g. utf-8, iso-8859-1, cp1252, gb18030"
             raise ConfigError(msg) from None
+        for name, ch in (("delimiter", self.delimiter), ("quote", self.quote or None)):
+            if ch is not None and (len(ch) != 1 or not ch.isascii() or ch in "\r\n"):
+                msg = f"`{name}` must be one ASCII character (not a line end), got {ch!r}"
+                raise ConfigError(msg)
+        if self.quote and self.quote == self.delimiter:
+            msg = f"`quote` and `delimiter` are both {self.quote!r}; hint: --quote '' turns quoting off"
+            raise ConfigError(msg)
+        for name, sep in (("label_sep", self.label_sep), ("label_coarse_sep", self.label_coarse_sep)):
+            if sep == "":
+                msg = f"`{name}` is empty; hint: leave it out for the default"
+                raise ConfigError(msg)
+
+
+def _check_types(cfg: IngestConfig) -> None:
+    """Options from a TOML file arrive with any type: each must have the one its field says."""
+    for name, kinds in _TYPES.items():
+        value = getattr(cfg, name)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if ok and isinstance(value, tuple):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            names = {tuple: "a list of strings", _NONE: "left out"}
+            want = " or ".join(names.get(k, k.__name__) for k in kinds)
+            msg = f"`{name}` must be {want}, got {value!r}"
+            raise ConfigError(msg)
+
+
+_NONE = type(None)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "text_columns": (tuple,),
+    "label_column": (str, _NONE),
+    "id_column": (str, _NONE),
+    "header": (bool,),
+    "delimiter": (str, _NONE),
+    "quote": (str, _NONE),
+    "encoding": (str,),
+    "label_sep": (str, _NONE),
+    "label_prefix": (str,),
+    "label_coarse_sep": (str, _NONE),
+    "label_index": (int, _NONE),
+    "classes": (tuple, _NONE),
+    "max_text_chars": (int,),
+    "max_bad_fraction": (float, int),
+    "block_bytes": (int,),
+}
 
 
 def read_classes(path: Path) -> tuple[str, ...]:
     """A class-names file: one name a line, blank lines ignored."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first name
     except FileNotFoundError:
         msg = f"{path}: classes file not found; hint: one class name a line"
         raise InputError(msg) from None
@@ -98,22 +145,43 @@ def ingest_config(options: dict[str, Any], *, base: Path, where: str) -> IngestC
         msg = f"{where}: unknown ingest option(s) {unknown}; known: {sorted(known)}"
         raise ConfigError(msg)
     opts = dict(options)
-    if isinstance(opts.get("text_columns"), str):
+    if isinstance(opts.get("text_columns"), str | int):
         opts["text_columns"] = [opts["text_columns"]]
     if "text_columns" in opts:
-        opts["text_columns"] = tuple(str(c) for c in opts["text_columns"])
+        opts["text_columns"] = _names(opts["text_columns"])
     for key in ("label_column", "id_column"):
-        if key in opts and opts[key] is not None:
+        if isinstance(opts.get(key), str | int):
             opts[key] = str(opts[key]) or None
     if isinstance(opts.get("classes"), str):
-        opts["classes"] = read_classes(base / opts["classes"])
+        opts["classes"] = read_classes(_inside(base, opts["classes"], where))
     elif opts.get("classes") is not None:
-        opts["classes"] = tuple(str(c) for c in opts["classes"])
+        opts["classes"] = _names(opts["classes"])
     try:
         return IngestConfig(**opts)
     except (TypeError, ConfigError) as e:
         msg = f"{where}: {e}"
         raise ConfigError(msg) from None
+
+
+def _names(value: Any) -> Any:
+    """A TOML list of names or 1-based positions as a tuple of strings; anything else is left to the
+    type check, which names the option."""
+    if isinstance(value, list) and all(isinstance(c, str | int) and not isinstance(c, bool) for c in value):
+        return tuple(str(c) for c in value)
+    return value
+
+
+def _inside(base: Path, name: str, where: str) -> Path:
+    """`base / name`, refused unless it stays inside `base` (no absolute path, no `..`, no link out)."""
+    path = base / name
+    if (
+        Path(name).is_absolute()
+        or ".." in Path(name).parts
+        or not path.resolve().is_relative_to(base.resolve())
+    ):
+        msg = f"{where}: `classes` {name!r} is outside {base}; hint: put the classes file in that folder"
+        raise ConfigError(msg)
+    return path
 
 
 def load_folder_config(folder: Path) -> IngestConfig:
@@ -140,7 +208,12 @@ def load_folder_config(folder: Path) -> IngestConfig:
 
 
 def _unescape(s: str) -> str:
-    return s.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\" in s else s
+    """`\\t` -> a tab, as a shell user types it."""
+    try:
+        return s.encode("latin-1", "backslashreplace").decode("unicode_escape") if "\\" in s else s
+    except UnicodeDecodeError:
+        msg = f"{s!r} is not a valid escape; hint: e.g. '\\t' for a tab"
+        raise ConfigError(msg) from None
 
 
 def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:

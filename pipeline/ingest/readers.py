@@ -1,8 +1,9 @@
 """Ingest readers: a source file -> batches of records, whatever its format, compression and encoding.
 
-Format detection (`source_format`), decoding (gzip/zstd from the bytes, `--encoding` through a
-transcoder), one batch reader per format (CSV/TSV, plain and labelled lines, JSON Lines, Parquet),
-`_frame` to turn a batch into a polars frame, and `_prefetch` to read ahead in a thread.
+Format detection (`source_format`, `check_source`), one batch reader per format (CSV/TSV, plain and
+labelled lines, JSON Lines, Parquet) over the decoded bytes of `decoding`, `_frame` to turn a batch
+into a polars frame, and `_prefetch` to read ahead in a thread. A reader never raises anything but
+`InputError`: a row it cannot parse is a bad record with its reason, a file it cannot read an error.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import codecs
 import json
 import queue
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -24,6 +26,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
+from pipeline.ingest import decoding
+from pipeline.ingest.decoding import decode, open_text, show
 from pipeline.ingest.options import EMPTY_TEXT, FORMATS, MALFORMED, UNDECODABLE, IngestConfig
 
 # A reader yields `_Batch`es: every record it saw, good or bad, in file order, with its line.
@@ -48,15 +52,7 @@ class _Batch:
     reason: list[str | None]  # reader verdict per record (None: parsed fine)
     detail: list[str | None]
     raw: list[str | None]  # what to show in the quarantine for reader-rejected records
-
-
-_GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
-
-
-def _compression(path: Path) -> str | None:
-    with open(path, "rb") as f:
-        head = f.read(4)
-    return "gzip" if head[:2] == _GZIP else "zstd" if head == _ZSTD else None
+    escaped: bool = False  # the stream escaped undecodable bytes: values may hold escapes
 
 
 def _base_name(path: Path) -> str:
@@ -80,85 +76,67 @@ def source_format(path: Path, cfg: IngestConfig) -> str:
     return fmt
 
 
-class _Transcoder:
-    """A read-only byte stream: `raw` decoded from `encoding`, re-encoded as UTF-8.
-
-    Undecodable bytes become lone surrogates (surrogateescape), which are invalid UTF-8 once
-    re-encoded, so the row holding them fails the UTF-8 check and is quarantined as undecodable.
-    """
-
-    def __init__(self, raw: Any, encoding: str) -> None:
-        self._raw = raw
-        self._dec = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
-        self._buf = b""
-        self._eof = False
-        self.closed = False
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._eof and (n < 0 or len(self._buf) < n):
-            chunk = self._raw.read(1 << 20)
-            self._eof = not chunk
-            self._buf += self._dec.decode(chunk, final=self._eof).encode("utf-8", "surrogatepass")
-        out, self._buf = (self._buf, b"") if n < 0 else (self._buf[:n], self._buf[n:])
-        return out
-
-    def close(self) -> None:
-        self.closed = True
-        self._raw.close()
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def __enter__(self) -> _Transcoder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def check_source(path: Path, cfg: IngestConfig) -> str:
+    """The format of `path`, once its first bytes are known to be readable as that format."""
+    fmt = source_format(path, cfg)
+    decoding.check_source(path, fmt, cfg.encoding)
+    return fmt
 
 
-def _open(path: Path, cfg: IngestConfig) -> Any:
-    stream = pa.input_stream(str(path), compression=_compression(path))
-    if codecs.lookup(cfg.encoding).name != "utf-8":
-        return _Transcoder(stream, cfg.encoding)
-    return stream
+def _resolve(path: Path, names: list[str], cfg: IngestConfig) -> dict[str, int]:
+    """Map each role (text0.., label, id) to a column index; a clear error for a wrong choice."""
 
-
-def _resolve(path: Path, names: list[str], cfg: IngestConfig) -> dict[str, str]:
-    """Map each role (text0.., label, id) to a column name; a clear error for a wrong choice."""
-
-    def find(spec: str) -> str | None:
-        if spec in names:
-            return spec
-        if spec.isdigit() and 1 <= int(spec) <= len(names):
-            return names[int(spec) - 1]
-        return None
-
-    roles: dict[str, str] = {}
-    for i, spec in enumerate(cfg.text_columns):
-        name = find(spec)
-        if name is None:
+    def find(spec: str, what: str) -> int | None:
+        if names.count(spec) > 1:
             msg = (
-                f"{path}: no column `{spec}` (a text column); it has {names}; hint: choose it with "
-                f"--text-column NAME or a 1-based position (--no-header when there is no header row)"
+                f"{path}: the header names {what} `{spec}` {names.count(spec)} times; "
+                f"hint: choose one by its 1-based position"
             )
             raise InputError(msg)
-        roles[f"text{i}"] = name
+        if spec in names:
+            return names.index(spec)
+        if spec.isdigit() and 1 <= int(spec) <= len(names):
+            return int(spec) - 1
+        return None
+
+    hint = ""
+    if any("\x00" in n for n in names):
+        hint = "; the header holds NUL bytes: is the file UTF-16? (--encoding utf-16)"
+    roles: dict[str, int] = {}
+    for i, spec in enumerate(cfg.text_columns):
+        idx = find(spec, "the text column")
+        if idx is None:
+            msg = (
+                f"{path}: no column `{spec}` (a text column); it has {names}; hint: choose it with "
+                f"--text-column NAME or a 1-based position (--no-header when there is no header row){hint}"
+            )
+            raise InputError(msg)
+        roles[f"text{i}"] = idx
     for role, spec, flag in (
         ("label", cfg.label_column, "--label-column"),
         ("id", cfg.id_column, "--id-column"),
     ):
         if not spec:
             continue
-        name = find(spec)
-        if name is None and spec != role:  # the defaults "label" and "id" are optional
-            msg = f"{path}: no column `{spec}` (the {role} column); it has {names}; hint: check {flag}"
+        idx = find(spec, f"the {role} column")
+        if idx is None and spec != role:  # the defaults "label" and "id" are optional
+            msg = f"{path}: no column `{spec}` (the {role} column); it has {names}; hint: check {flag}{hint}"
             raise InputError(msg)
-        if name is not None:
-            roles[role] = name
+        if idx is not None:
+            roles[role] = idx
     return roles
+
+
+def _csv_error(path: Path, e: Exception, where: str, block: int) -> InputError:
+    if "straddl" in str(e):  # pyarrow: a record longer than the block it reads
+        msg = (
+            f"{path}: {where}: a record is longer than the read block ({block:,} bytes); "
+            f"hint: a text that long is over --max-text-chars anyway: split or remove it, or check "
+            f"--quote (an unclosed quote makes the rest of the file one record)"
+        )
+    else:
+        msg = f"{path}: {where}: {e}; hint: check --format, --delimiter, --quote and --encoding"
+    return InputError(msg)
 
 
 def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Batch]:
@@ -176,13 +154,14 @@ def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Bat
         ignore_empty_lines=False,
         invalid_row_handler=on_invalid,
     )
+    block = max(cfg.block_bytes, 1 << 16)  # the header probe
     try:
         with (
-            _open(path, cfg) as s,
+            open_text(path, cfg.encoding) as s,
             pacsv.open_csv(
                 s,
                 read_options=pacsv.ReadOptions(
-                    use_threads=False, block_size=1 << 16, autogenerate_column_names=not cfg.header
+                    use_threads=False, block_size=block, autogenerate_column_names=not cfg.header
                 ),
                 parse_options=parse,
             ) as probe,
@@ -192,56 +171,87 @@ def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Bat
     except pa.ArrowInvalid as e:
         if "Empty CSV file" in str(e):
             return
-        msg = f"{path}: cannot read as delimited text ({e}); hint: check --format, --delimiter and --encoding"
-        raise InputError(msg) from None
-    roles = _resolve(path, names, cfg)
+        raise _csv_error(path, e, "cannot read the first rows as delimited text", block) from None
+    roles = {r: f"c{i}" for r, i in _resolve(path, names, cfg).items()}
+    internal = [f"c{i}" for i in range(width)]  # header names may repeat; positions do not
     bad.clear()
-    stream = _open(path, cfg)
-    reader = pacsv.open_csv(
-        stream,
-        read_options=pacsv.ReadOptions(
-            use_threads=False, block_size=cfg.block_bytes, column_names=names, skip_rows=int(cfg.header)
-        ),
-        parse_options=parse,
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.binary() for n in names},
-            quoted_strings_can_be_null=False,
-            strings_can_be_null=False,
-        ),
-    )
     # Records are counted by pyarrow (`InvalidRow.number`, header included); lines by counting the
     # newlines inside each record (every column is read, as binary, so that count is exact).
     record = 1 + int(cfg.header)
     line = 1 + (sum(n.count("\n") for n in names) + 1 if cfg.header else 0)
     pending: list[pacsv.InvalidRow] = []
-    try:
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                batch = None
-            pending += bad
-            bad.clear()
-            n_good = 0 if batch is None else batch.num_rows
-            take = 0
-            pending.sort(key=lambda r: r.number)
-            while take < len(pending) and (batch is None or pending[take].number < record + n_good + take):
-                take += 1
-            mine, pending = pending[:take], pending[take:]
-            total = n_good + len(mine)
-            if total:
-                out, nl = _csv_batch(batch, roles, mine, record, line, total)
-                yield out
-                record += total
-                line += total + nl
-            if batch is None:
-                break
-    except pa.ArrowInvalid as e:
-        msg = f"{path}: after line {line}: {e}; hint: check the file's --encoding, --delimiter and --quote"
-        raise InputError(msg) from None
-    finally:
-        reader.close()
-        stream.close()
+    held: _Batch | None = None  # the last batch waits: its last record may hold an unclosed quote
+    last_value: bytes | None = None  # the last field of the last record, when that record parsed
+    with open_text(path, cfg.encoding) as stream:
+        try:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(
+                    use_threads=False,
+                    block_size=cfg.block_bytes,
+                    column_names=internal,
+                    skip_rows=int(cfg.header),
+                ),
+                parse_options=parse,
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.binary() for n in internal},
+                    quoted_strings_can_be_null=False,
+                    strings_can_be_null=False,
+                ),
+            )
+        except pa.ArrowInvalid as e:
+            raise _csv_error(path, e, f"after line {line}", cfg.block_bytes) from None
+        try:
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    batch = None
+                pending += bad
+                bad.clear()
+                n_good = 0 if batch is None else batch.num_rows
+                take = 0
+                pending.sort(key=lambda r: r.number)
+                while take < len(pending) and (
+                    batch is None or pending[take].number < record + n_good + take
+                ):
+                    take += 1
+                mine, pending = pending[:take], pending[take:]
+                total = n_good + len(mine)
+                if total:
+                    out, nl = _csv_batch(batch, roles, mine, record, line, total)
+                    out.escaped = stream.escaped
+                    if held is not None:
+                        yield held
+                    held = out
+                    last_bad = bool(mine) and mine[-1].number == record + total - 1
+                    last_value = None if batch is None or last_bad else batch.column(width - 1)[-1].as_py()
+                    record += total
+                    line += total + nl
+                if batch is None:
+                    break
+        except pa.ArrowInvalid as e:
+            raise _csv_error(path, e, f"after line {line}", cfg.block_bytes) from None
+        finally:
+            reader.close()
+        if held is not None:
+            if quote and last_value is not None and _unclosed(last_value, stream.tail, quote.encode()):
+                held.reason[-1], held.raw[-1] = MALFORMED, show(last_value)
+                held.detail[-1] = f"a {quote} opened in this record is never closed (it runs to the end)"
+            yield held
+
+
+def _unclosed(last_value: bytes, tail: bytes, quote: bytes) -> bool:
+    """Whether the file ended inside a quoted last field (pyarrow reads that as a field, to the end).
+
+    A field holding a newline was quoted. Closed, it ends in an odd run of quotes (escaped pairs,
+    then the closing one), the file's last bytes but line ends; unclosed, in an even run, maybe none.
+    """
+    if b"\n" not in last_value and b"\r" not in last_value:
+        return False
+    end = tail.rstrip(b"\r\n")
+    run = len(end) - len(end.rstrip(quote))
+    return run % 2 == 0 and run < len(end)
 
 
 def _csv_batch(
@@ -262,7 +272,8 @@ def _csv_batch(
     if batch is not None and len(good_pos):
         per_row = np.zeros(len(good_pos), dtype=np.int64)
         for c in batch.columns:
-            per_row += pc.count_substring(c, pattern=b"\n").to_numpy(zero_copy_only=False)
+            if _has_newline(c):  # rare: a quoted value spanning lines; counting per value is slow
+                per_row += pc.count_substring(c, pattern=b"\n").to_numpy(zero_copy_only=False)
         nl[good_pos] = per_row
     lines = line + np.arange(total, dtype=np.int64) + np.concatenate([[0], np.cumsum(nl)[:-1]])
     reason: list[str | None] = [None] * total
@@ -274,12 +285,22 @@ def _csv_batch(
         detail[pos] = (
             "blank line" if blank else f"expected {r.expected_columns} columns, got {r.actual_columns}"
         )
-        raw[pos] = r.text
+        raw[pos] = show(r.text)
     cols = {}
     for role, name in roles.items():
         vals = batch.column(name) if batch is not None else pa.array([], pa.binary())
         cols[role] = _scatter(vals, good_pos, total)
     return _Batch(lines, cols, reason, detail, raw), int(nl.sum())
+
+
+def _has_newline(values: pa.Array) -> bool:
+    """Whether any value of a binary array holds a newline: one vectorised scan of its bytes."""
+    assert pa.types.is_binary(values.type)
+    _, offsets, data = values.buffers()
+    off = np.frombuffer(offsets, np.int32)[values.offset : values.offset + len(values) + 1]
+    if data is None or not len(off) or off[-1] == off[0]:
+        return False
+    return bool((np.frombuffer(data, np.uint8)[off[0] : off[-1]] == ord("\n")).any())
 
 
 def _scatter(values: pa.Array, pos: np.ndarray, total: int) -> pa.Array:
@@ -291,9 +312,9 @@ def _scatter(values: pa.Array, pos: np.ndarray, total: int) -> pa.Array:
     return pc.take(values, pa.array(idx, mask=idx < 0))
 
 
-def _line_blocks(path: Path, cfg: IngestConfig) -> Iterator[tuple[pa.Array, int]]:
-    """(lines as binary without their end of line, number of the first line) per block."""
-    with _open(path, cfg) as stream:
+def _line_blocks(path: Path, cfg: IngestConfig) -> Iterator[tuple[pa.Array, int, bool]]:
+    """(lines as binary without their end of line, number of the first line, escaped) per block."""
+    with open_text(path, cfg.encoding) as stream:
         rest, first, start = b"", True, 1
         while True:
             buf = stream.read(cfg.block_bytes)
@@ -307,7 +328,7 @@ def _line_blocks(path: Path, cfg: IngestConfig) -> Iterator[tuple[pa.Array, int]
             block, rest = data[:cut], data[cut + 1 :]
             if buf or block:
                 lines = pc.split_pattern(pa.array([block], pa.large_binary()), pattern=b"\n").flatten()
-                yield lines, start
+                yield lines, start, stream.escaped
                 start += len(lines)
             if not buf:
                 return
@@ -320,13 +341,13 @@ def _text_batches(path: Path, cfg: IngestConfig, fmt: str) -> Iterator[_Batch]:
     _resolve(path, names, replace(cfg, id_column=None))
     sep = cfg.label_sep
     prefix = cfg.label_prefix or ("__label__" if fmt == "fasttext" else "")
-    for lines, start in _line_blocks(path, cfg):
+    for lines, start, escaped in _line_blocks(path, cfg):
         n = len(lines)
-        text, bad_bytes = _decode(lines)
+        text, bad_bytes = decode(lines, escaped=escaped)
         s = pl.Series("l", text).str.strip_suffix("\r")
         reason: list[str | None] = [UNDECODABLE if b else None for b in bad_bytes]
         detail: list[str | None] = ["not valid " + cfg.encoding if b else None for b in bad_bytes]
-        raw = [_show(lines[i].as_py()) if b else None for i, b in enumerate(bad_bytes)]
+        raw = [show(lines[i].as_py()) if b else None for i, b in enumerate(bad_bytes)]
         cols: dict[str, pa.Array] = {}
         if fmt == "text":
             cols["text0"] = s.to_arrow()
@@ -344,9 +365,8 @@ def _text_batches(path: Path, cfg: IngestConfig, fmt: str) -> Iterator[_Batch]:
             for i in np.flatnonzero(~ok.fill_null(False).to_numpy() & s.is_not_null().to_numpy()).tolist():
                 blank = not (s[i] or "").strip()
                 reason[i] = EMPTY_TEXT if blank else MALFORMED
-                detail[i] = (
-                    "blank line" if blank else f"no label: no {sep or 'whitespace'!r} or no {prefix!r}"
-                )
+                no_label = f"no label: no {sep!r}" if sep else "no label: no whitespace"
+                detail[i] = "blank line" if blank else no_label + (f" or no {prefix!r}" if prefix else "")
                 raw[i] = s[i]
             cols["label"], cols["text0"] = label.to_arrow(), parts["text"].to_arrow()
         yield _Batch(np.arange(start, start + n, dtype=np.int64), cols, reason, detail, raw)
@@ -356,12 +376,30 @@ def _re_escape(s: str) -> str:
     return "".join(c if c.isalnum() else f"\\x{{{ord(c):X}}}" for c in s)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_value(obj: dict[str, Any], key: str | None) -> str | None:
+    """A field of a JSON Lines record as text: strings as they are, numbers and booleans as JSON."""
+    v = obj.get(key) if key else None
+    if v is None:
+        return None
+    if isinstance(v, dict | list):
+        msg = f"`{key}` is not a string or number"
+        raise ValueError(msg)
+    s = v if isinstance(v, str) else json.dumps(v)
+    if m := _SURROGATE.search(s):
+        msg = f"`{key}` holds a lone surrogate \\u{ord(m.group()):04x}: an escape that is no character"
+        raise ValueError(msg)
+    return s
+
+
 def _jsonl_batches(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
     keys: dict[str, str | None] = {f"text{i}": c for i, c in enumerate(cfg.text_columns)}
     keys |= {"label": cfg.label_column, "id": cfg.id_column}
     seen_text = False
-    for lines, start in _line_blocks(path, cfg):
-        text, bad_bytes = _decode(lines)
+    for lines, start, escaped in _line_blocks(path, cfg):
+        text, bad_bytes = decode(lines, escaped=escaped)
         n = len(lines)
         vals: dict[str, list[str | None]] = {k: [None] * n for k in keys}
         reason: list[str | None] = [None] * n
@@ -372,7 +410,7 @@ def _jsonl_batches(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
                 reason[i], detail[i], raw[i] = (
                     UNDECODABLE,
                     f"not valid {cfg.encoding}",
-                    _show(lines[i].as_py()),
+                    show(lines[i].as_py()),
                 )
                 continue
             if not t.strip():
@@ -381,15 +419,20 @@ def _jsonl_batches(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
             try:
                 obj = json.loads(t)
                 if not isinstance(obj, dict):
-                    raise ValueError("not a JSON object")
-                for role, key in keys.items():
-                    v = obj.get(key) if key else None
-                    if isinstance(v, dict | list):
-                        raise ValueError(f"`{key}` is not a string or number")
-                    vals[role][i] = None if v is None else v if isinstance(v, str) else json.dumps(v)
-                seen_text = seen_text or any(obj.get(c) is not None for c in cfg.text_columns)
+                    raise ValueError(f"not a JSON object but {type(obj).__name__}")
+                row = {role: _json_value(obj, key) for role, key in keys.items()}
             except ValueError as e:
                 reason[i], detail[i], raw[i] = MALFORMED, str(e)[:200], t
+                continue
+            except RecursionError:
+                reason[i], detail[i], raw[i] = MALFORMED, "nested too deeply", t[:10_000]
+                continue
+            for role, v in row.items():
+                vals[role][i] = v
+            if all(obj.get(c) is None for c in cfg.text_columns):
+                detail[i] = f"no field {' or '.join(f'`{c}`' for c in cfg.text_columns)}"
+            else:
+                seen_text = True
         if not seen_text and any(r is None for r in reason):
             msg = (
                 f"{path}: no line of the first {start + n - 1} has a field {list(cfg.text_columns)}; "
@@ -400,54 +443,68 @@ def _jsonl_batches(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
         yield _Batch(np.arange(start, start + n, dtype=np.int64), cols, reason, detail, raw)
 
 
+def _is_scalar(t: pa.DataType) -> bool:
+    """A column type whose values read as one text each (not a list, struct, map or union)."""
+    if pa.types.is_dictionary(t):
+        return _is_scalar(t.value_type)
+    return not pa.types.is_nested(t)
+
+
 def _parquet_batches(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
         msg = f"{path}: cannot read as Parquet ({e}); hint: check --format"
         raise InputError(msg) from None
-    roles = _resolve(path, pf.schema_arrow.names, cfg)
+    schema = pf.schema_arrow
+    roles = {r: schema.names[i] for r, i in _resolve(path, schema.names, cfg).items()}
+    for role, name in roles.items():
+        t = schema.field(name).type
+        if not _is_scalar(t):
+            what = "a text column" if role.startswith("text") else f"the {role} column"
+            msg = f"{path}: column `{name}` ({what}) holds {t}, not text; hint: choose another column"
+            raise InputError(msg)
     start = 1
     with pf:
         for batch in pf.iter_batches(batch_size=65_536, columns=sorted(set(roles.values()))):
             n = batch.num_rows
-            cols = {r: pc.cast(batch.column(c), pa.string()) for r, c in roles.items()}
+            cols = {r: _as_text(batch.column(c)) for r, c in roles.items()}
             yield _Batch(
                 np.arange(start, start + n, dtype=np.int64), cols, [None] * n, [None] * n, [None] * n
             )
             start += n
 
 
-def _decode(values: pa.Array) -> tuple[pa.Array, list[bool]]:
-    """Binary -> UTF-8 strings; undecodable values become null and are flagged."""
-    try:
-        return values.cast(pa.large_string()), [False] * len(values)
-    except pa.ArrowInvalid:
-        out, bad = [], []
-        for v in values.to_pylist():
-            try:
-                out.append(None if v is None else v.decode("utf-8"))
-                bad.append(False)
-            except UnicodeDecodeError:
-                out.append(None)
-                bad.append(True)
-        return pa.array(out, pa.large_string()), bad
-
-
-def _show(b: bytes) -> str:
-    """Raw bytes for the quarantine: valid text as is, the rest as \\x escapes."""
-    return b.decode("utf-8", "backslashreplace")
+def _as_text(col: pa.Array) -> pa.Array:
+    """A Parquet column as strings, or as binary when it is binary (`_frame` checks its UTF-8)."""
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
+    t = col.type
+    if any(f(t) for f in (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view)):
+        return col.cast(pa.large_binary())
+    if pa.types.is_fixed_size_binary(t):
+        return col.cast(pa.binary()).cast(pa.large_binary())
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return col
+    return pc.cast(col, pa.string())
 
 
 def _read_source(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
+    """The batches of one source; anything but a bad row is an `InputError` naming the file."""
     fmt = source_format(path, cfg)
     if fmt == "parquet":
-        return _parquet_batches(path, cfg)
-    if fmt in ("csv", "tsv"):
-        return _csv_batches(path, cfg, "," if fmt == "csv" else "\t")
-    if fmt == "jsonl":
-        return _jsonl_batches(path, cfg)
-    return _text_batches(path, cfg, fmt)
+        batches = _parquet_batches(path, cfg)
+    elif fmt in ("csv", "tsv"):
+        batches = _csv_batches(path, cfg, "," if fmt == "csv" else "\t")
+    elif fmt == "jsonl":
+        batches = _jsonl_batches(path, cfg)
+    else:
+        batches = _text_batches(path, cfg, fmt)
+    try:
+        yield from batches
+    except (OSError, pa.ArrowException) as e:
+        msg = f"{path}: cannot read it as {fmt} ({e}); hint: the file may be damaged or cut short"
+        raise InputError(msg) from None
 
 
 def _frame(b: _Batch, n_text: int) -> pl.DataFrame:
@@ -461,24 +518,29 @@ def _frame(b: _Batch, n_text: int) -> pl.DataFrame:
             continue
         arr = b.cols[role]
         if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
-            arr, bad = _decode(arr)
-            undecodable |= np.array(bad, dtype=bool)
+            arr, bad = decode(arr, escaped=b.escaped)
+            if any(bad):
+                undecodable |= np.array(bad, dtype=bool)
         cols[role] = pl.Series(arr).cast(pl.String)
     reason, detail, raw = list(b.reason), list(b.detail), list(b.raw)
     for i in np.flatnonzero(undecodable).tolist():
         if reason[i] is None:
             reason[i], detail[i] = UNDECODABLE, "not valid UTF-8 (after --encoding)"
-            raw[i] = "\t".join(_show(b.cols[r][i].as_py() or b"") for r in b.cols)
+            raw[i] = "\t".join(show(b.cols[r][i].as_py() or b"") for r in b.cols)
     texts = [pl.col(f"text{i}") for i in range(n_text)]
     return pl.DataFrame(cols).select(
         "line",
         pl.col("id"),
         (pl.concat_str(texts, separator=" ", ignore_nulls=True) if n_text > 1 else texts[0]).alias("raw"),
         pl.col("label"),
-        pl.Series("reason", reason, dtype=pl.String),
-        pl.Series("detail", detail, dtype=pl.String),
-        pl.Series("reader_raw", raw, dtype=pl.String),
+        *(_strings(name, v) for name, v in (("reason", reason), ("detail", detail), ("reader_raw", raw))),
     )
+
+
+def _strings(name: str, values: list[str | None]) -> pl.Series:
+    if values.count(None) == len(values):  # the common case, without a Python object per row
+        return pl.repeat(None, len(values), dtype=pl.String, eager=True).alias(name)
+    return pl.Series(name, values, dtype=pl.String)
 
 
 def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:

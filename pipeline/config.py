@@ -31,6 +31,7 @@ class TrainConfig:
     seed: int = 13
     patience: int = 0  # epochs without validation improvement before stopping; 0 = by data size
     lr_schedule: Literal["plateau", "none"] = "plateau"
+    wide_lr: float = 1e-2  # learning rate of the TF-IDF head (model.wide_buckets), no weight decay
 
 
 @dataclass(frozen=True)

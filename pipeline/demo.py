@@ -18,6 +18,7 @@ DEMO_OVERRIDES = [
     "model.pooling=last",
     "model.dropout=0.0",
     "model.ngram_buckets=0",
+    "model.wide_buckets=0",
     "train.epochs=12",
     "train.patience=4",
 ]

@@ -53,6 +53,7 @@ _KNOWN_FIELDS = {
     "max_len",
     "ngram_buckets",
     "ngram_dim",
+    "wide_buckets",
 }
 _KNOWN_VALUES = {"rnn_type": {"rnn", "lstm", "gru"}, "pooling": {"last", "mean", "max"}}
 # Options the fused kernel runs only while they are off, and settings that only matter when they are on.
@@ -60,6 +61,7 @@ _OFF: dict[str, object] = {}
 _INERT_WHEN_OFF: set[str] = set()
 _KNOWN_CHILDREN = {"embedding", "rnn", "dropout", "head"}
 _NGRAM_CHILDREN = {"ngrams"}  # present when `ngram_buckets` > 0
+_WIDE_CHILDREN = {"wide"}  # present when `wide_buckets` > 0
 
 
 def fused_support(model: nn.Module) -> str | None:
@@ -79,7 +81,11 @@ def fused_support(model: nn.Module) -> str | None:
     for key, allowed in _KNOWN_VALUES.items():
         if getattr(cfg, key) not in allowed:
             return f"model.{key}={getattr(cfg, key)!r} is not supported by the fused kernel"
-    children = _KNOWN_CHILDREN | (_NGRAM_CHILDREN if cfg.ngram_buckets else set())
+    children = (
+        _KNOWN_CHILDREN
+        | (_NGRAM_CHILDREN if cfg.ngram_buckets else set())
+        | (_WIDE_CHILDREN if cfg.wide_buckets else set())
+    )
     if {name for name, _ in model.named_children()} != children:
         return "model has modules the fused kernel does not know"
     rnn = model.rnn
@@ -113,11 +119,14 @@ def _fused_forward(model: TextClassifier, x: torch.Tensor) -> torch.Tensor:
         pooled = y.sum(1) / y.size(1)  # (B, D), summed then divided as in forward
     else:
         pooled = y.amax(1)
+    lengths = torch.full((x.size(0),), x.size(1), dtype=torch.int64, device=x.device)
     if cfg.ngram_buckets:
-        lengths = torch.full((x.size(0),), x.size(1), dtype=torch.int64, device=x.device)
         bag = model.ngrams(hash_ngrams(x, lengths, cfg.ngram_buckets))  # (B, ngram_dim)
         pooled = torch.cat([pooled, bag], dim=1)
-    return model.head(pooled)  # (B, C); dropout is the identity in eval mode
+    heads = [model.head(pooled)]  # (B, C); dropout is the identity in eval mode
+    if cfg.wide_buckets:
+        heads.append(model.wide(x, lengths))
+    return model.combine(heads)
 
 
 @dataclass

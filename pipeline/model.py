@@ -42,6 +42,10 @@ class ModelConfig:
     # its mean embedding is concatenated to the pooled RNN state. 0 buckets = off.
     ngram_buckets: int = 200_000
     ngram_dim: int = 32
+    # A second head: logistic regression over hashed unigrams and bigrams weighted by TF-IDF (the
+    # inverse document frequencies come from the training rows). It is trained with its own loss beside
+    # the sequence head, and the prediction averages the two heads' probabilities. 0 buckets = off.
+    wide_buckets: int = 1 << 20
 
 
 # The lesson's classifiers: everything not named is off (one direction, one layer, no dropout, no n-grams).
@@ -57,7 +61,7 @@ LESSON_CONFIGS: dict[str, dict[str, object]] = {
         "dropout": 0.3,
     },
 }
-_PLAIN = {"bidirectional": False, "num_layers": 1, "dropout": 0.0, "ngram_buckets": 0}
+_PLAIN = {"bidirectional": False, "num_layers": 1, "dropout": 0.0, "ngram_buckets": 0, "wide_buckets": 0}
 
 
 def lesson_config(name: str, **overrides: object) -> ModelConfig:
@@ -88,9 +92,56 @@ class TextClassifier(nn.Module):
             self.ngrams = nn.EmbeddingBag(cfg.ngram_buckets, cfg.ngram_dim, mode="mean", padding_idx=0)
             features += cfg.ngram_dim
         self.head = nn.Linear(features, num_classes)
+        if cfg.wide_buckets:
+            self.wide = NgramLinear(cfg.wide_buckets, num_classes)
+            # how much each head's log-probabilities count in the prediction (`weigh_heads`)
+            self.register_buffer("head_weights", torch.ones(2))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids (B, T) padded with 0, lengths (B,) all >= 1 -> logits (B, C)."""
+        return self.combine(self.heads(ids, lengths))
+
+    def combine(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        """The heads' logits -> the prediction's: one head's as they are; with two, the weighted sum of
+        their log-probabilities (a product of experts, each raised to its weight)."""
+        if len(logits) == 1:
+            return logits[0]
+        logp = torch.stack([torch.log_softmax(x, dim=1) for x in logits])  # (H, B, C)
+        return (self.head_weights.to(logp.dtype)[:, None, None] * logp).sum(0)
+
+    @torch.no_grad()
+    def weigh_heads(self, logits: list[torch.Tensor], target: torch.Tensor) -> None:
+        """Fit `head_weights` to held-out rows: the weights that minimise the combined cross-entropy.
+
+        Two numbers fitted on the validation rows (a calibrated stack of the heads): a head that is
+        weaker there counts less. Deterministic (L-BFGS in float64 from the same start).
+        """
+        logp = torch.stack([torch.log_softmax(x.double(), dim=1) for x in logits])  # (H, N, C)
+        log_w = torch.zeros(len(logits), dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([log_w], max_iter=100, line_search_fn="strong_wolfe")
+
+        def loss() -> torch.Tensor:
+            opt.zero_grad()
+            out = nn.functional.cross_entropy((log_w.exp()[:, None, None] * logp).sum(0), target)
+            out.backward()
+            return out
+
+        with torch.enable_grad():
+            opt.step(loss)
+        self.head_weights.copy_(log_w.detach().exp())
+
+    def heads(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Each head's logits (B, C): the sequence head, then the TF-IDF head when there is one."""
+        out = [self.sequence_logits(ids, lengths)]
+        if self.cfg.wide_buckets:
+            out.append(self.wide(ids, lengths))
+        return out
+
+    def sequence_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but the TF-IDF head's."""
+        return [p for name, p in self.named_parameters() if not name.startswith("wide.")]
+
+    def sequence_logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.embedding(ids)  # (B, T, E)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, h = self.rnn(packed)
@@ -113,6 +164,46 @@ class TextClassifier(nn.Module):
             bag = self.ngrams(hash_ngrams(ids, lengths, self.cfg.ngram_buckets))  # (B, D)
             pooled = torch.cat([pooled, bag], dim=1)
         return self.head(self.dropout(pooled))  # (B, C)
+
+
+class NgramLinear(nn.Module):
+    """Logistic regression over hashed unigrams and bigrams, TF-IDF weighted and L2-normalised per text.
+
+    `idf` is a buffer (saved with the weights) that training fills from its rows (`set_idf`); until
+    then every n-gram weighs the same.
+    """
+
+    def __init__(self, buckets: int, num_classes: int) -> None:
+        super().__init__()
+        self.buckets = buckets
+        self.weight = nn.Parameter(torch.zeros(buckets, num_classes))
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+        self.register_buffer("idf", torch.ones(buckets))
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        grams = hash_ngrams(ids, lengths, self.buckets)  # (B, N), 0 = none
+        w = self.idf[grams].masked_fill(grams == 0, 0.0)  # repeated n-grams add up: term frequency
+        w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return nn.functional.embedding_bag(grams, self.weight, per_sample_weights=w, mode="sum") + self.bias
+
+    @torch.no_grad()
+    def set_idf(self, document_frequency: torch.Tensor, documents: int) -> None:
+        """Smoothed inverse document frequency: log((1 + n) / (1 + df)) + 1."""
+        self.idf.copy_(torch.log((1 + documents) / (1 + document_frequency.to(self.idf))) + 1)
+
+
+def document_frequencies(
+    ids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, buckets: int, batch_size: int = 1024
+) -> torch.Tensor:
+    """For each n-gram bucket, the number of `rows` (texts) that hold it at least once."""
+    df = torch.zeros(buckets, dtype=torch.int64)
+    for s in range(0, len(rows), batch_size):
+        x, lengths = batch_from_flat(ids, offsets, rows[s : s + batch_size])
+        grams, _ = hash_ngrams(x, lengths, buckets).sort(dim=1)
+        first = torch.ones_like(grams, dtype=torch.bool)
+        first[:, 1:] = grams[:, 1:] != grams[:, :-1]
+        df += torch.bincount(grams[first & (grams > 0)], minlength=buckets)
+    return df
 
 
 _P1, _P2 = 1_000_003, 998_244_353  # odd multipliers for hashing token ids into buckets

@@ -79,6 +79,9 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     a.legend()
     b.plot(epochs, [h["train_acc"] for h in history], marker="o", label="train")
     b.plot(epochs, [h["val_acc"] for h in history], marker="o", label="validation")
+    for head in ("sequence", "tfidf"):  # each head alone, when the model has two (train.fit)
+        if all(f"val_acc_{head}" in h for h in history):
+            b.plot(epochs, [h[f"val_acc_{head}"] for h in history], ls="--", label=f"validation, {head} head")
     b.set_xlabel("epoch")
     b.set_ylabel("accuracy")
     b.legend()

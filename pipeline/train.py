@@ -25,7 +25,7 @@ from pipeline import lake, registry, report
 from pipeline.config import PipelineConfig, TrainConfig, resolve_for_data, to_dict
 from pipeline.errors import InputError
 from pipeline.ingest import CLEANING
-from pipeline.model import TextClassifier, batch_from_flat
+from pipeline.model import TextClassifier, batch_from_flat, document_frequencies
 from pipeline.schema import LAKE_SCHEMA_VERSION
 from pipeline.vocab import build_vocab, encode, save_vocab
 
@@ -112,12 +112,13 @@ def run_epoch(
         for rows in bar:
             x, lengths = batch_from_flat(ids, offsets, rows)
             target = torch.from_numpy(y[rows]).to(device)
-            logits = model(x.to(device), lengths)
-            loss = loss_fn(logits, target)
+            heads = model.heads(x.to(device), lengths)
+            logits = model.combine(heads)
+            loss = loss_fn(logits, target)  # of the prediction; each head learns from its own loss
             if training:
                 optimizer.zero_grad()
-                (loss / len(rows)).backward()
-                nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                (sum(loss_fn(h, target) for h in heads) / len(rows)).backward()
+                nn.utils.clip_grad_norm_(model.sequence_parameters(), clip_norm)  # the TF-IDF head is convex
                 optimizer.step()
             p = logits.argmax(1)
             preds[rows] = p.cpu().numpy()
@@ -131,6 +132,20 @@ def run_epoch(
                 tok_s=f"{tokens / (time.perf_counter() - t0):.0f}",
             )
     return total_loss / max(seen, 1), correct / max(seen, 1), preds
+
+
+def head_logits(
+    model: TextClassifier, enc: tuple[np.ndarray, np.ndarray], batches: list[np.ndarray], device: str
+) -> list[torch.Tensor]:
+    """Each head's logits (N, C) on the rows of `batches`, in their concatenated order, on the CPU."""
+    model.eval()
+    with torch.no_grad():
+        out = [model.heads(*_to(batch_from_flat(*enc, rows), device)) for rows in batches]
+    return [torch.cat([b[h] for b in out]).cpu() for h in range(len(out[0]))]
+
+
+def _to(batch: tuple[torch.Tensor, torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch[0].to(device), batch[1]
 
 
 def fit(
@@ -149,7 +164,10 @@ def fit(
     With `checkpoint`, state is saved after every epoch and a run that finds one resumes from it.
     """
     lengths = np.diff(enc[1])
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = [{"params": model.sequence_parameters()}]
+    if model.cfg.wide_buckets:
+        groups.append({"params": list(model.wide.parameters()), "lr": cfg.wide_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
         if cfg.lr_schedule == "plateau"
@@ -188,6 +206,15 @@ def fit(
             device=device,
             desc=f"epoch {epoch}",
         )
+        heads: dict[str, float] = {}
+        if model.cfg.wide_buckets:  # two heads: weigh them on validation, then measure the result
+            target = torch.from_numpy(y[np.concatenate(val_batches)])
+            logits = head_logits(model, enc, val_batches, device)
+            model.weigh_heads(logits, target)
+            for name, x, w in zip(("sequence", "tfidf"), logits, model.head_weights.tolist(), strict=True):
+                heads[f"val_acc_{name}"] = float((x.argmax(1) == target).double().mean())
+                heads[f"weight_{name}"] = w
+            log.info("heads: %s", ", ".join(f"{k} {v:.4f}" for k, v in heads.items()))
         va_loss, va_acc, _ = run_epoch(
             model, enc, y, val_batches, optimizer=None, clip_norm=0, device=device, desc="validate"
         )
@@ -202,6 +229,7 @@ def fit(
                 "val_acc": va_acc,
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": secs,
+                **heads,
             }
         )
         log.info(
@@ -294,7 +322,11 @@ def train(
     train_idx, val_idx = stratified_split(y, cfg.train.val_fraction, cfg.train.seed)
     if len(val_idx) == 0:
         val_idx = train_idx
-    model = TextClassifier(cfg.model, len(vocab), len(labels)).to(device)
+    model = TextClassifier(cfg.model, len(vocab), len(labels))
+    if cfg.model.wide_buckets:
+        doc_freq = document_frequencies(*enc, train_idx, cfg.model.wide_buckets)
+        model.wide.set_idf(doc_freq, len(train_idx))
+    model.to(device)
     log.info(
         "training %s on %d rows (%d validation), %d classes, vocabulary %d, device %s",
         version,

@@ -122,6 +122,20 @@ def test_fused_kernel_covers_the_ngram_head(encoded, pooling):
     np.testing.assert_allclose(scorer.predict_proba(ids, offsets), row_by_row(model, ids, offsets), atol=1e-5)
 
 
+@pytest.mark.parametrize("pooling", ["last", "max"])
+def test_fused_kernel_covers_the_tfidf_head(encoded, pooling):
+    vocab, ids, offsets = encoded
+    cfg = ModelConfig(max_len=MAX_LEN, embed_dim=8, hidden_dim=6, pooling=pooling, wide_buckets=53)
+    model = make_model(cfg, len(vocab))
+    with torch.no_grad():  # as training leaves it: weights, idf and head weights all fitted
+        model.wide.weight.normal_()
+        model.wide.idf.uniform_(1.0, 3.0)
+        model.head_weights.copy_(torch.tensor([1.3, 0.4]))
+    scorer = build_scorer(model, batch_size=4)
+    assert scorer.kernel == "fused"
+    np.testing.assert_allclose(scorer.predict_proba(ids, offsets), row_by_row(model, ids, offsets), atol=1e-5)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_reduced_precision_stays_close(encoded, precision):
     vocab, ids, offsets = encoded

@@ -1,3 +1,4 @@
+import json
 import os
 
 import numpy as np
@@ -47,6 +48,12 @@ def test_train_publishes_a_complete_model_and_latest(data):
     assert out["val_accuracy"] > 0.6
     lm = registry.load_model(data.models)
     assert lm.labels == ["Business", "Sci/Tech", "Sports", "World"]
+    # the default model's two heads: the TF-IDF head got its idf, and both were weighed on validation
+    history = json.loads((folder / "metrics.json").read_text())["history"]
+    assert {"val_acc_sequence", "val_acc_tfidf", "weight_sequence", "weight_tfidf"} <= history[-1].keys()
+    weights = load_file(str(folder / "model.safetensors"))
+    assert weights["wide.idf"].min() >= 1 and weights["wide.idf"].max() > 2
+    assert weights["head_weights"].tolist() != [1.0, 1.0]
     # same inputs: found, not retrained
     again = train.train(data, load_config(None, [*FAST, "train.epochs=8"]))
     assert again["skipped"] and again["version"] == out["version"]

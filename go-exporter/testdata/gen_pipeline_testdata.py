@@ -69,8 +69,8 @@ def generate(out: Path) -> list[Path]:
         ingest.ingest([train_src], "2026-01-01", data, ingest.IngestConfig())
         overrides = ["model.embed_dim=8", "model.hidden_dim=8", "train.epochs=1", "model.max_len=16"]
         # the architecture these files were made with (the LSTM on its last state, no n-gram bag)
-        overrides += ["model.bidirectional=false", "model.pooling=last", "model.dropout=0.0", "model.ngram_buckets=0",
-                      "model.ngram_dim=64"]
+        overrides += ["model.bidirectional=false", "model.pooling=last", "model.dropout=0.0"]
+        overrides += ["model.ngram_buckets=0", "model.ngram_dim=64", "model.wide_buckets=0"]
         cfg = load_config(None, overrides)
         train.train(data, cfg)
         day_rows = [{"id": f"x{i:02d}", "text": t} for i, t in enumerate(TEXTS)]

@@ -60,6 +60,7 @@ import torch
 
 from pipeline import lake, registry
 from pipeline.config import ScoreConfig
+from pipeline.errors import InputError
 from pipeline.infer import Precision, Scorer, build_scorer
 from pipeline.schema import PREDICTIONS_SCHEMA_VERSION, predictions_schema
 from pipeline.vocab import encode
@@ -156,7 +157,10 @@ def score_partition(
         "shards": shards,
     }
     with lake.publish_dir(out_dir) as tmp:
-        for s in shards:
+        for k, s in enumerate(shards):
+            if s.get("name") != _shard_name(k):  # a record is a file: it names only its own shard
+                msg = f"{job_dir / _record_name(k)}: names {s.get('name')!r}, not {_shard_name(k)!r}"
+                raise InputError(f"{msg}; hint: delete {job_dir} to score the date again")
             _link(job_dir / s["name"], tmp / s["name"])
         lake.write_json(tmp / lake.MANIFEST, manifest)
     shutil.rmtree(job_dir, ignore_errors=True)

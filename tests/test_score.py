@@ -1,6 +1,7 @@
 import argparse
 import datetime as dt
 import json
+import shutil
 
 import numpy as np
 import polars as pl
@@ -247,3 +248,26 @@ def test_pickled_weights_are_refused(scored):
     torch.save({"x": torch.zeros(1)}, weights)  # a pickle where safetensors should be
     with pytest.raises(ModelError, match="will not be unpickled"):
         registry.load_model(scored.models)
+
+
+def test_a_job_record_naming_another_file_is_refused(scored, monkeypatch):
+    """A job's shard records are files on disk: one naming a path outside its job is refused, not linked."""
+    cfg = ScoreConfig(shard_rows=3, batch_size=2)
+    real_close = score._ShardWriter._close
+
+    def close_then_die(self):
+        real_close(self)
+        raise Killed
+
+    monkeypatch.setattr(score._ShardWriter, "_close", close_then_die)
+    with pytest.raises(Killed):
+        score_partition(scored, DAY, cfg)
+    monkeypatch.setattr(score._ShardWriter, "_close", real_close)
+    (record,) = scored.predictions(DAY).parent.glob(".*/_shard-00000.json")
+    outside = scored.root.parent / "outside.arrow"
+    shutil.copy(record.parent / "part-00000.arrow", outside)
+    meta = json.loads(record.read_text())
+    record.write_text(json.dumps({**meta, "name": "../../../outside.arrow"}))
+    with pytest.raises(PipelineError, match=r"_shard-00000\.json: names '\.\./\.\./\.\./outside.*hint"):
+        score_partition(scored, DAY, cfg)
+    assert not scored.predictions(DAY).exists()

@@ -49,6 +49,7 @@ _D = re.escape(_DROP)
 # a Han character | one punctuation token | a run of anything else that is not space or separator
 _PATTERN_RUST = rf"[{_HAN_RUST}]|[{_P}]|[^{_WS_RUST}{_HAN_RUST}{_P}{_D}]+"
 _PATTERN_PY = re.compile(rf"[{_HAN_PY}]|[{_P}]|[^{_WS_PY}{_HAN_PY}{_P}{_D}]+")
+_HAN_RUN_RUST = rf"^[{_HAN_RUST}]+$"
 
 
 def tokenizer_settings() -> dict[str, object]:
@@ -64,6 +65,15 @@ def tokenize_expr(text: pl.Expr) -> pl.Expr:
         .str.replace_all('"', "", literal=True)
         .str.extract_all(_PATTERN_RUST)
     )
+
+
+def is_han_run_expr(text: pl.Expr) -> pl.Expr:
+    """True where `text` is Han characters and nothing else.
+
+    Such a text's tokens are its characters, which `text.str.split("")` gives several times faster
+    than `tokenize_expr` (no regex match per character): the vocabulary builder's shortcut.
+    """
+    return text.str.contains(_HAN_RUN_RUST)
 
 
 def tokenize_py(text: str) -> list[str]:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -127,10 +126,6 @@ def test_count_tokens_equals_a_counter_of_the_reference(texts):
     assert dict(zip(fast["token"].to_list(), fast["count"].to_list(), strict=True)) == dict(slow)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vocab.py: a text holding `<pad>` or `<unk>` makes those tokens twice (reported; fix in vocab.py)",
-)
 def test_texts_holding_the_special_tokens():
     v = build_vocab(pl.LazyFrame({"text": ["<pad> <unk> a a"]}), VocabConfig())
     assert len(v.tokens) == len(set(v.tokens))

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.tokenize import tokenize_expr, tokenize_py
+from pipeline.tokenize import is_han_run_expr, tokenize_expr, tokenize_py
 
 
 def tok(texts: list[str]) -> list[list[str]]:
@@ -39,3 +39,25 @@ KNOWN = st.characters(codec="utf-8", exclude_categories=["Cs", "Cn"])
 @given(st.lists(st.text(alphabet=KNOWN), max_size=20))
 def test_polars_tokenizer_equals_python_reference(texts):
     assert tok(texts) == [tokenize_py(t) for t in texts]
+
+
+HAN = st.one_of(
+    st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF),
+    st.characters(min_codepoint=0x3400, max_codepoint=0x4DBF),
+    st.characters(min_codepoint=0xF900, max_codepoint=0xFAFF),
+    st.characters(min_codepoint=0x20000, max_codepoint=0x2FA1F),
+)
+
+
+def test_is_han_run():
+    xs = ["中国", "𠀀豈", "中 国", "中a", "a", "", None]
+    got = pl.DataFrame({"t": xs}, schema={"t": pl.String}).select(is_han_run_expr(pl.col("t")))["t"].to_list()
+    assert got == [True, True, False, False, False, False, None]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet=HAN, min_size=1), max_size=20))
+def test_a_han_run_tokenises_to_its_characters(texts):
+    df = pl.DataFrame({"t": texts}, schema={"t": pl.String})
+    assert df.select(is_han_run_expr(pl.col("t")).all()).item() in (True, None)
+    assert df.select(pl.col("t").str.split(""))["t"].to_list() == tok(texts) == [list(t) for t in texts]

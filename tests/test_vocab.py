@@ -66,6 +66,29 @@ def test_encode_unknown_empty_and_truncated():
     assert offsets.dtype == np.int64
 
 
+def python_counts(xs: list[str | None]) -> dict[str, int]:
+    return dict(Counter(t for x in xs if x is not None for t in tokenize_py(x)))
+
+
+def polars_counts(xs: list[str | None]) -> dict[str, int]:
+    fast = count_tokens(pl.LazyFrame({"text": xs}, schema={"text": pl.String}))
+    return dict(zip(fast["token"].to_list(), fast["count"].to_list(), strict=True))
+
+
+@pytest.mark.parametrize(
+    "xs",
+    [
+        ["中国队 赢了", "𠀀豈中中"],  # Han runs, beyond the BMP and compatibility ideographs too
+        ["GPU芯片 sales", "芯片GPU", '中"国', "Σ中Σ"],  # Han beside other characters
+        ["a<br />b", "x <BR />y", "<br /><Br />", "<br />"],  # `<br />` in any case
+        ["a<br", "<br", "<br/>"],  # a chunk ending in `<br` without a `<br />`
+        [None, "", "  ", "\t"],
+    ],
+)
+def test_count_tokens_examples(xs):
+    assert polars_counts(xs) == python_counts(xs)
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
@@ -73,13 +96,11 @@ def test_encode_unknown_empty_and_truncated():
             st.one_of(
                 # "Cn": letters newer than this Python's Unicode tables lower-case differently in polars
                 st.characters(codec="utf-8", exclude_categories=["Cs", "Cn"]),
-                st.sampled_from([" ", "<br />", "<BR />", '"', "Σ", "中", "İ", ".", "\t"]),
+                st.sampled_from([" ", "<br />", "<BR />", "<br", "/>", '"', "Σ", "中", "𠀀", "İ", ".", "\t"]),
             )
         ).map("".join),
         max_size=20,
     )
 )
 def test_count_tokens_equals_the_python_tokenizer_and_counter(xs):
-    fast = count_tokens(pl.LazyFrame({"text": xs}, schema={"text": pl.String}))
-    slow = Counter(t for x in xs for t in tokenize_py(x))
-    assert dict(zip(fast["token"].to_list(), fast["count"].to_list(), strict=True)) == dict(slow)
+    assert polars_counts(xs) == python_counts(xs)

@@ -98,7 +98,7 @@ def generate_day(date: str, *, rows: int, labelled: bool, seed: int = 7) -> str:
 
 
 def generate_corpus(data: lake.DataDir, *, rows_per_day: int = 1500, seed: int = 7) -> list[Path]:
-    """Write the demo corpus into `raw/<date>/news.csv` (same seed, same bytes) and a classes file."""
+    """Write the demo corpus into `raw/<date>/news.csv` (same seed, same bytes); its classes are `CLASSES`."""
     paths = []
     for date in (*TRAIN_DATES, SCORE_DATE):
         labelled = date != SCORE_DATE

@@ -108,7 +108,7 @@ class TextClassifier(nn.Module):
         if len(logits) == 1:
             return logits[0]
         logp = torch.stack([torch.log_softmax(x, dim=1) for x in logits])  # (H, B, C)
-        return (self.head_weights.to(logp.dtype)[:, None, None] * logp).sum(0)
+        return (self.head_weights.to(logp)[:, None, None] * logp).sum(0)  # logits may be on the CPU
 
     @torch.no_grad()
     def weigh_heads(self, logits: list[torch.Tensor], target: torch.Tensor) -> None:

@@ -88,50 +88,43 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
 # ---------------------------------------------------------------------------- loop
 
 
-def run_epoch(
+def train_epoch(
     model: TextClassifier,
     enc: tuple[np.ndarray, np.ndarray],
     y: np.ndarray,
     batches: list[np.ndarray],
     *,
-    optimizer: torch.optim.Optimizer | None,
+    optimizer: torch.optim.Optimizer,
     clip_norm: float,
     device: str,
     desc: str,
-) -> tuple[float, float, np.ndarray]:
-    """One pass; trains when `optimizer` is given. Returns (mean loss, accuracy, predictions by row)."""
+) -> tuple[float, float]:
+    """One training pass. Returns the mean loss and the accuracy of the (combined) prediction."""
     ids, offsets = enc
-    training = optimizer is not None
-    model.train(training)
+    model.train()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     total_loss, correct, seen, tokens = 0.0, 0, 0, 0
-    preds = np.zeros(len(y), dtype=np.int64)
     t0 = time.perf_counter()
     bar = tqdm(batches, desc=desc, leave=False, disable=not sys.stderr.isatty(), unit="batch")
-    with torch.set_grad_enabled(training):
-        for rows in bar:
-            x, lengths = batch_from_flat(ids, offsets, rows)
-            target = torch.from_numpy(y[rows]).to(device)
-            heads = model.heads(x.to(device), lengths)
-            logits = model.combine(heads)
-            loss = loss_fn(logits, target)  # of the prediction; each head learns from its own loss
-            if training:
-                optimizer.zero_grad()
-                (sum(loss_fn(h, target) for h in heads) / len(rows)).backward()
-                nn.utils.clip_grad_norm_(model.sequence_parameters(), clip_norm)  # the TF-IDF head is convex
-                optimizer.step()
-            p = logits.argmax(1)
-            preds[rows] = p.cpu().numpy()
-            total_loss += loss.item()
-            correct += int((p == target).sum())
-            seen += len(rows)
-            tokens += int(lengths.sum())
-            bar.set_postfix(
-                loss=f"{total_loss / seen:.3f}",
-                acc=f"{correct / seen:.3f}",
-                tok_s=f"{tokens / (time.perf_counter() - t0):.0f}",
-            )
-    return total_loss / max(seen, 1), correct / max(seen, 1), preds
+    for rows in bar:
+        x, lengths = batch_from_flat(ids, offsets, rows)
+        target = torch.from_numpy(y[rows]).to(device)
+        heads = model.heads(x.to(device), lengths)
+        logits = model.combine(heads)
+        optimizer.zero_grad()
+        (sum(loss_fn(h, target) for h in heads) / len(rows)).backward()  # each head learns from its own loss
+        nn.utils.clip_grad_norm_(model.sequence_parameters(), clip_norm)  # the TF-IDF head is convex
+        optimizer.step()
+        total_loss += loss_fn(logits.detach(), target).item()
+        correct += int((logits.argmax(1) == target).sum())
+        seen += len(rows)
+        tokens += int(lengths.sum())
+        bar.set_postfix(
+            loss=f"{total_loss / seen:.3f}",
+            acc=f"{correct / seen:.3f}",
+            tok_s=f"{tokens / (time.perf_counter() - t0):.0f}",
+        )
+    return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
 def head_logits(
@@ -142,6 +135,24 @@ def head_logits(
     with torch.no_grad():
         out = [model.heads(*_to(batch_from_flat(*enc, rows), device)) for rows in batches]
     return [torch.cat([b[h] for b in out]).cpu() for h in range(len(out[0]))]
+
+
+def evaluate_heads(
+    model: TextClassifier, logits: list[torch.Tensor], target: torch.Tensor
+) -> tuple[float, float, dict[str, float]]:
+    """Held-out heads' logits -> (loss, accuracy) of the combined prediction, after weighing two heads
+    on these rows; with two heads, also each one's accuracy and weight."""
+    heads: dict[str, float] = {}
+    if len(logits) > 1:
+        model.weigh_heads(logits, target)
+        for name, x, w in zip(("sequence", "tfidf"), logits, model.head_weights.tolist(), strict=True):
+            heads[f"val_acc_{name}"] = float((x.argmax(1) == target).double().mean())
+            heads[f"weight_{name}"] = w
+        log.info("heads: %s", ", ".join(f"{k} {v:.4f}" for k, v in heads.items()))
+    with torch.no_grad():
+        combined = model.combine(logits)
+    loss = float(nn.functional.cross_entropy(combined, target))
+    return loss, float((combined.argmax(1) == target).double().mean()), heads
 
 
 def _to(batch: tuple[torch.Tensor, torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,15 +199,15 @@ def fit(
         torch.set_rng_state(ck["torch_rng"])
         start = len(history) + 1
         log.info("resuming from %s at epoch %d", checkpoint, start)
-    val_batches = length_batches(lengths[val_idx], 256, None)
-    val_batches = [val_idx[b] for b in val_batches]
+    val_batches = [val_idx[b] for b in length_batches(lengths[val_idx], 256, None)]
+    val_target = torch.from_numpy(y[np.concatenate(val_batches)])
     for epoch in range(start, cfg.epochs + 1):
         if best_epoch and epoch - best_epoch > cfg.patience:
             log.info("early stop: no improvement for %d epochs", cfg.patience)
             break
         t0 = time.perf_counter()
         batches = [train_idx[b] for b in length_batches(lengths[train_idx], cfg.batch_size, rng)]
-        tr_loss, tr_acc, _ = run_epoch(
+        tr_loss, tr_acc = train_epoch(
             model,
             enc,
             y,
@@ -206,17 +217,8 @@ def fit(
             device=device,
             desc=f"epoch {epoch}",
         )
-        heads: dict[str, float] = {}
-        if model.cfg.wide_buckets:  # two heads: weigh them on validation, then measure the result
-            target = torch.from_numpy(y[np.concatenate(val_batches)])
-            logits = head_logits(model, enc, val_batches, device)
-            model.weigh_heads(logits, target)
-            for name, x, w in zip(("sequence", "tfidf"), logits, model.head_weights.tolist(), strict=True):
-                heads[f"val_acc_{name}"] = float((x.argmax(1) == target).double().mean())
-                heads[f"weight_{name}"] = w
-            log.info("heads: %s", ", ".join(f"{k} {v:.4f}" for k, v in heads.items()))
-        va_loss, va_acc, _ = run_epoch(
-            model, enc, y, val_batches, optimizer=None, clip_norm=0, device=device, desc="validate"
+        va_loss, va_acc, heads = evaluate_heads(
+            model, head_logits(model, enc, val_batches, device), val_target
         )
         secs = time.perf_counter() - t0
         tok = int(lengths[train_idx].sum())
@@ -346,9 +348,11 @@ def train(
     model.load_state_dict(best_state)
     lengths = np.diff(enc[1])
     val_batches = [val_idx[b] for b in length_batches(lengths[val_idx], 256, None)]
-    _, _, preds = run_epoch(
-        model, enc, y, val_batches, optimizer=None, clip_norm=0, device=device, desc="eval"
-    )
+    with torch.no_grad():
+        predicted = model.combine(head_logits(model, enc, val_batches, device)).argmax(1).numpy()
+    rows = np.concatenate(val_batches)
+    preds = np.zeros(len(y), dtype=np.int64)
+    preds[rows] = predicted
     metrics = report.compute_metrics(y[val_idx], preds[val_idx], labels)
 
     with lake.publish_dir(folder) as tmp:

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 # Prefect must never touch ~/.prefect: point it at a throwaway home before anything imports it.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="pipeline-tests-prefect-")
@@ -17,6 +18,7 @@ os.environ["PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW"] = "ignore"
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(_PREFECT_HOME, "matplotlib"))
 
 from pipeline import lake  # noqa: E402
+from pipeline.model import TextClassifier  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -64,3 +66,13 @@ def tiny_corpus(data: lake.DataDir, rows_per_day: int = 300) -> None:
     cfg = ingest.IngestConfig(classes=corpus.CLASSES)
     for d in corpus.TRAIN_DATES:
         ingest.ingest(ingest.raw_sources(data, d), d, data, cfg)
+
+
+def randomise_wide_head(model: TextClassifier) -> TextClassifier:
+    """A TF-IDF head as training leaves it (it starts at zero, which would hide it from a test)."""
+    if model.cfg.wide_buckets:
+        with torch.no_grad():
+            model.wide.weight.normal_()
+            model.wide.idf.uniform_(1.0, 3.0)
+            model.head_weights.copy_(torch.tensor([0.7, 1.6]))
+    return model

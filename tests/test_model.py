@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import randomise_wide_head
 
 from pipeline.model import (
     LESSON_CONFIGS,
@@ -21,16 +22,6 @@ LESSON = {
         embed_dim=16, hidden_dim=24, ngram_buckets=97, wide_buckets=89
     ),
 }
-
-
-def randomise_wide_head(model: TextClassifier) -> TextClassifier:
-    """A TF-IDF head as training leaves it (it starts at zero, which would hide it from a test)."""
-    if model.cfg.wide_buckets:
-        with torch.no_grad():
-            model.wide.weight.normal_()
-            model.wide.idf.uniform_(1.0, 3.0)
-            model.head_weights.copy_(torch.tensor([0.7, 1.6]))
-    return model
 
 
 @pytest.mark.parametrize("cfg", LESSON.values(), ids=LESSON.keys())

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import randomise_wide_head
 
 from pipeline.infer import build_scorer, equal_length_batches, fused_support
 from pipeline.model import ModelConfig, TextClassifier, pad_batch
@@ -104,33 +105,18 @@ def test_unknown_models_fall_back_to_the_generic_kernel(encoded):
             build_scorer(model, batch_size=4, kernel="fused")
 
 
+HEADS = {
+    "ngram bag": {"bidirectional": True, "ngram_buckets": 64, "ngram_dim": 5, "wide_buckets": 0},
+    "tfidf head": {"wide_buckets": 53},
+}
+
+
 @pytest.mark.parametrize("pooling", ["last", "mean", "max"])
-def test_fused_kernel_covers_the_ngram_head(encoded, pooling):
+@pytest.mark.parametrize("heads", HEADS.values(), ids=HEADS.keys())
+def test_fused_kernel_covers_the_ngram_bag_and_the_tfidf_head(encoded, pooling, heads):
     vocab, ids, offsets = encoded
-    cfg = ModelConfig(
-        max_len=MAX_LEN,
-        embed_dim=8,
-        hidden_dim=6,
-        bidirectional=True,
-        pooling=pooling,
-        ngram_buckets=64,
-        ngram_dim=5,
-    )
-    model = make_model(cfg, len(vocab))
-    scorer = build_scorer(model, batch_size=4)
-    assert scorer.kernel == "fused"
-    np.testing.assert_allclose(scorer.predict_proba(ids, offsets), row_by_row(model, ids, offsets), atol=1e-5)
-
-
-@pytest.mark.parametrize("pooling", ["last", "max"])
-def test_fused_kernel_covers_the_tfidf_head(encoded, pooling):
-    vocab, ids, offsets = encoded
-    cfg = ModelConfig(max_len=MAX_LEN, embed_dim=8, hidden_dim=6, pooling=pooling, wide_buckets=53)
-    model = make_model(cfg, len(vocab))
-    with torch.no_grad():  # as training leaves it: weights, idf and head weights all fitted
-        model.wide.weight.normal_()
-        model.wide.idf.uniform_(1.0, 3.0)
-        model.head_weights.copy_(torch.tensor([1.3, 0.4]))
+    cfg = ModelConfig(max_len=MAX_LEN, embed_dim=8, hidden_dim=6, pooling=pooling, **heads)
+    model = randomise_wide_head(make_model(cfg, len(vocab)))
     scorer = build_scorer(model, batch_size=4)
     assert scorer.kernel == "fused"
     np.testing.assert_allclose(scorer.predict_proba(ids, offsets), row_by_row(model, ids, offsets), atol=1e-5)

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, ingest, lake, score
+from pipeline import __version__, ingest, lake, score, storage
 from pipeline.errors import InputError, PipelineError
 
 
@@ -136,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         configure_environment(root)
         if args.command != "models":
-            lake.check_writable(root)  # a full or read-only data directory: say so before Prefect starts
+            storage.check_writable(root)  # a full or read-only data directory: say so before Prefect starts
         result = _dispatch(args, str(root))
     except PipelineError as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # e.g. Prefect's own database in a full or read-only data directory
-        problem = lake.storage_problem(root, e)
+        problem = storage.storage_problem(root, e)
         if problem is None:
             raise
         print(f"pipeline: error: {problem}", file=sys.stderr)

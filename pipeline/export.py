@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline import lake
+from pipeline import lake, storage
 from pipeline.errors import ExportError, PipelineError, StorageError
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _exporter_error(date: str, out: Path, proc: subprocess.CompletedProcess[str]
         if text in said.lower():
             msg = (
                 f"{out.parent}: {os.strerror(code)} while exporting {date} (go-exporter: {said}); "
-                f"{out.name} was left as it was; hint: {lake.storage_hint(code)}"
+                f"{out.name} was left as it was; hint: {storage.storage_hint(code)}"
             )
             return StorageError(msg)
     if proc.returncode < 0:

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from pipeline import corpus, demo, lake, nightly
+from pipeline import corpus, demo, lake, nightly, storage
 from pipeline import evaluate as evaluate_stage
 from pipeline import ingest as ingest_stage
 from pipeline import train as train_stage
@@ -37,7 +37,7 @@ def _transient(exc_types: tuple[type[BaseException], ...]):
         try:
             state.result()
         except exc_types as e:  # but a full or read-only disk does not mend itself in seconds
-            return not (isinstance(e, OSError) and e.errno in lake.STORAGE_ERRNOS)
+            return not (isinstance(e, OSError) and e.errno in storage.STORAGE_ERRNOS)
         except Exception:
             return False
         return False
@@ -54,7 +54,7 @@ _EXPORTER = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient
 
 @task(name="ingest", cache_policy=NO_CACHE, **_IO)
 def ingest_task(root: str, sources: list[str], date: str, cfg: ingest_stage.IngestConfig) -> dict[str, Any]:
-    with lake.storage_errors(Path(root), f"ingesting {date}"):
+    with storage.storage_errors(Path(root), f"ingesting {date}"):
         m = ingest_stage.ingest([Path(s) for s in sources], date, _data(root), cfg)
     return {k: m[k] for k in ("date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason")}
 
@@ -66,13 +66,13 @@ def ingest_date_task(root: str, date: str) -> dict[str, Any]:
 
 @task(name="vocabulary", cache_policy=NO_CACHE, **_IO)
 def vocab_task(root: str, cfg: PipelineConfig, start: str | None, end: str | None) -> dict[str, Any]:
-    with lake.storage_errors(Path(root), "building the vocabulary"):
+    with storage.storage_errors(Path(root), "building the vocabulary"):
         return train_stage.build_lake_vocab(_data(root), cfg, start=start, end=end)
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(root: str, cfg: PipelineConfig, start: str | None, end: str | None) -> dict[str, Any]:
-    with lake.storage_errors(Path(root), "training"):
+    with storage.storage_errors(Path(root), "training"):
         return train_stage.train(_data(root), cfg, start=start, end=end)
 
 
@@ -83,7 +83,7 @@ def score_task(root: str, date: str, cfg: ScoreConfig, model: str | None) -> dic
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str, date: str, model: str | None) -> dict[str, Any]:
-    with lake.storage_errors(Path(root), f"evaluating {date}"):
+    with storage.storage_errors(Path(root), f"evaluating {date}"):
         m = evaluate_stage.evaluate_partition(_data(root), date, model_version=model)
     return {
         k: m[k]

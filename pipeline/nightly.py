@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from pipeline import export, ingest, lake, score
+from pipeline import export, ingest, lake, score, storage
 from pipeline.config import ScoreConfig
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def ingest_date(data: lake.DataDir, date: str) -> dict[str, Any]:
 
     Like every step here, a full or read-only data directory fails with a `StorageError`.
     """
-    with lake.storage_errors(data.root, f"ingesting {date}"):
+    with storage.storage_errors(data.root, f"ingesting {date}"):
         return _ingest_date(data, date)
 
 
@@ -71,7 +71,7 @@ def _ingest_result(date: str, m: dict[str, Any] | None, *, skipped: bool, second
 
 def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    with lake.storage_errors(data.root, f"scoring {date}"), lake.locked(data, f"date-{date}"):
+    with storage.storage_errors(data.root, f"scoring {date}"), lake.locked(data, f"date-{date}"):
         m = score.score_partition(data, date, cfg, model_version=model)
     return {
         "date": date,
@@ -84,7 +84,7 @@ def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | Non
 
 def export_date(data: lake.DataDir, date: str, fmt: str = "ndjson") -> dict[str, Any]:
     t0 = time.perf_counter()
-    with lake.storage_errors(data.root, f"exporting {date}"), lake.locked(data, f"date-{date}"):
+    with storage.storage_errors(data.root, f"exporting {date}"), lake.locked(data, f"date-{date}"):
         m = export.export_partition(data, date, fmt=fmt)  # type: ignore[arg-type]
     return {
         "date": date,
@@ -134,7 +134,7 @@ def summarize_run(
 
 def write_run_summary(data: lake.DataDir, summary: dict[str, Any]) -> str:
     path = data.runs / f"{lake.check_name(summary['run'], 'run')}.json"
-    with lake.storage_errors(data.root, "writing the run summary"):
+    with storage.storage_errors(data.root, "writing the run summary"):
         lake.write_json(path, summary)
     return str(path)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from crashkit import FROZEN, REPO, TINY, build_seed, changed, check_counts, leftovers, pipeline_cmd, snapshot
 
-from pipeline import corpus, lake, nightly
+from pipeline import corpus, lake, nightly, storage
 from pipeline import score as score_stage
 from pipeline.config import ScoreConfig, load_config
 from pipeline.errors import ExportError, StorageError
@@ -75,18 +75,18 @@ def test_storage_errors_name_the_path_and_give_a_hint(tmp_path):
     with pytest.raises(
         StorageError, match=r"^/x/y: No space left on device while scoring 2026-01-04; .*hint: free"
     ):
-        with lake.storage_errors(tmp_path, "scoring 2026-01-04"):
+        with storage.storage_errors(tmp_path, "scoring 2026-01-04"):
             raise OSError(28, "No space left on device", "/x/y")
     with pytest.raises(
         StorageError, match=rf"^{re.escape(str(tmp_path))}: Read-only file system while .*hint: remount"
     ):
-        with lake.storage_errors(tmp_path, "exporting 2026-01-04"):
+        with storage.storage_errors(tmp_path, "exporting 2026-01-04"):
             raise OSError(30, "Error writing bytes to file")  # pyarrow's: an errno, no file name
-    with pytest.raises(FileNotFoundError), lake.storage_errors(tmp_path, "x"):
+    with pytest.raises(FileNotFoundError), storage.storage_errors(tmp_path, "x"):
         raise FileNotFoundError(2, "No such file or directory")  # not a storage problem: as it was
-    with pytest.raises(RuntimeError, match="a bug"), lake.storage_errors(tmp_path, "x"):
+    with pytest.raises(RuntimeError, match="a bug"), storage.storage_errors(tmp_path, "x"):
         raise RuntimeError("a bug")  # on a file system with room to spare: as it was
-    lake.check_writable(tmp_path)
+    storage.check_writable(tmp_path)
     assert list(tmp_path.iterdir()) == []  # its probe file is gone
 
 
@@ -380,7 +380,7 @@ def _disk_full(seed: Path, work: Path) -> list[str]:
     _fill(mnt, 0)
     _cli_error(data, "No space left on device", "free space on that file system")
     failed.append("cli")
-    said = lake.storage_problem(data.root, RuntimeError("Timed out connecting to the Prefect API"))
+    said = storage.storage_problem(data.root, RuntimeError("Timed out connecting to the Prefect API"))
     assert said is not None and "file system is full (0 bytes free)" in said and "Timed out" in said, said
     (mnt / "filler").unlink()
     assert not train()["skipped"]
@@ -408,7 +408,7 @@ def _read_only(seed: Path, work: Path) -> list[str]:
                 assert later()["skipped"]
             if i == 0:  # the command line: before it starts, or after a failure elsewhere (Prefect's)
                 _cli_error(data, "Read-only file system", "remount it read-write")
-                said = lake.storage_problem(data.root, RuntimeError("Timed out connecting to Prefect"))
+                said = storage.storage_problem(data.root, RuntimeError("Timed out connecting to Prefect"))
                 assert said is not None and "read-only file system" in said, said
                 failed.append("cli")
         finally:

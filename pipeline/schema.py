@@ -9,13 +9,14 @@ import pyarrow as pa
 LAKE_SCHEMA_VERSION = 1
 PREDICTIONS_SCHEMA_VERSION = 1
 
-# lake/texts: one row per kept input row. `label` is null for unlabelled rows.
+# lake/texts: one row per kept input row. `label` is null for unlabelled rows. Written by polars,
+# whose strings are large (64-bit offsets); in Parquet they are plain UTF-8 byte arrays either way.
 TEXTS_SCHEMA = pa.schema(
     [
-        pa.field("id", pa.string(), nullable=False),
-        pa.field("text", pa.string(), nullable=False),
-        pa.field("label", pa.string()),
-        pa.field("source", pa.string(), nullable=False),
+        pa.field("id", pa.large_string(), nullable=False),
+        pa.field("text", pa.large_string(), nullable=False),
+        pa.field("label", pa.large_string()),
+        pa.field("source", pa.large_string(), nullable=False),
         pa.field("line", pa.int64(), nullable=False),
     ]
 )

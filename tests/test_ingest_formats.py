@@ -176,17 +176,18 @@ def test_duplicate_ids_across_batches_and_sources(tmp_path, data):
     assert [s["rows_read"] for s in m["sources"]] == [301, 2]
 
 
-def test_seen_ids_matches_a_set():
+def test_repeated_flags_every_id_after_its_first_and_nothing_else():
     rng = np.random.default_rng(0)
-    seen, ref = validation._SeenIds(), set()
-    for _ in range(50):
-        h = rng.integers(0, 5000, size=200).astype(np.uint64)
-        h = np.unique(h)
-        assert seen.contains(h).tolist() == [int(x) in ref for x in h]
-        new = h[~seen.contains(h)]
-        seen.add(new)
-        ref.update(int(x) for x in new)
-    assert sum(len(r) for r in seen.runs) == len(ref) and len(seen.runs) < 12
+    h = rng.integers(0, 300, size=1000).astype(np.uint64)
+    seen: set[int] = set()
+    expected = []
+    for x in h.tolist():
+        expected.append(x in seen)
+        seen.add(x)
+    dup = validation.repeated(h)
+    assert dup is not None and dup.tolist() == expected
+    assert validation.repeated(np.unique(h)) is None
+    assert validation.repeated(np.zeros(0, np.uint64)) is None
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,9 @@
 
 Format detection (`source_format`, `check_source`), one batch reader per format (CSV/TSV, plain and
 labelled lines, JSON Lines, Parquet) over the decoded bytes of `decoding`, `_frame` to turn a batch
-into a polars frame, and `_prefetch` to read ahead in a thread. A reader never raises anything but
-`InputError`: a row it cannot parse is a bad record with its reason, a file it cannot read an error.
+into a polars frame, `_prefetch` to read ahead in a thread and `_ordered_map` to work on several
+batches at once. A reader never raises anything but `InputError`: a row it cannot parse is a bad
+record with its reason, a file it cannot read an error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -176,12 +179,13 @@ def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Bat
     internal = [f"c{i}" for i in range(width)]  # header names may repeat; positions do not
     bad.clear()
     # Records are counted by pyarrow (`InvalidRow.number`, header included); lines by counting the
-    # newlines inside each record (every column is read, as binary, so that count is exact).
+    # newlines inside each record (every column is read, so that count is exact). Columns are read as
+    # strings unchecked: `open_text` gives valid UTF-8 (bad bytes escaped), and fields split at ASCII.
     record = 1 + int(cfg.header)
     line = 1 + (sum(n.count("\n") for n in names) + 1 if cfg.header else 0)
     pending: list[pacsv.InvalidRow] = []
     held: _Batch | None = None  # the last batch waits: its last record may hold an unclosed quote
-    last_value: bytes | None = None  # the last field of the last record, when that record parsed
+    last_value: str | None = None  # the last field of the last record, when that record parsed
     with open_text(path, cfg.encoding) as stream:
         try:
             reader = pacsv.open_csv(
@@ -194,7 +198,8 @@ def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Bat
                 ),
                 parse_options=parse,
                 convert_options=pacsv.ConvertOptions(
-                    column_types={n: pa.binary() for n in internal},
+                    column_types={n: pa.string() for n in internal},
+                    check_utf8=False,
                     quoted_strings_can_be_null=False,
                     strings_can_be_null=False,
                 ),
@@ -241,13 +246,13 @@ def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Bat
             yield held
 
 
-def _unclosed(last_value: bytes, tail: bytes, quote: bytes) -> bool:
+def _unclosed(last_value: str, tail: bytes, quote: bytes) -> bool:
     """Whether the file ended inside a quoted last field (pyarrow reads that as a field, to the end).
 
     A field holding a newline was quoted. Closed, it ends in an odd run of quotes (escaped pairs,
     then the closing one), the file's last bytes but line ends; unclosed, in an even run, maybe none.
     """
-    if b"\n" not in last_value and b"\r" not in last_value:
+    if "\n" not in last_value and "\r" not in last_value:
         return False
     end = tail.rstrip(b"\r\n")
     run = len(end) - len(end.rstrip(quote))
@@ -273,7 +278,7 @@ def _csv_batch(
         per_row = np.zeros(len(good_pos), dtype=np.int64)
         for c in batch.columns:
             if _has_newline(c):  # rare: a quoted value spanning lines; counting per value is slow
-                per_row += pc.count_substring(c, pattern=b"\n").to_numpy(zero_copy_only=False)
+                per_row += pc.count_substring(c, pattern="\n").to_numpy(zero_copy_only=False)
         nl[good_pos] = per_row
     lines = line + np.arange(total, dtype=np.int64) + np.concatenate([[0], np.cumsum(nl)[:-1]])
     reason: list[str | None] = [None] * total
@@ -288,14 +293,14 @@ def _csv_batch(
         raw[pos] = show(r.text)
     cols = {}
     for role, name in roles.items():
-        vals = batch.column(name) if batch is not None else pa.array([], pa.binary())
+        vals = batch.column(name) if batch is not None else pa.array([], pa.string())
         cols[role] = _scatter(vals, good_pos, total)
     return _Batch(lines, cols, reason, detail, raw), int(nl.sum())
 
 
 def _has_newline(values: pa.Array) -> bool:
-    """Whether any value of a binary array holds a newline: one vectorised scan of its bytes."""
-    assert pa.types.is_binary(values.type)
+    """Whether any value of a string array holds a newline: one vectorised scan of its bytes."""
+    assert pa.types.is_string(values.type)
     _, offsets, data = values.buffers()
     off = np.frombuffer(offsets, np.int32)[values.offset : values.offset + len(values) + 1]
     if data is None or not len(off) or off[-1] == off[0]:
@@ -509,15 +514,10 @@ def _read_source(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
 
 def _frame(b: _Batch, n_text: int) -> pl.DataFrame:
     """A reader batch as one frame: line, id, raw text, label, reader reason/detail/raw."""
-    n = len(b.line)
     cols: dict[str, Any] = {"line": pl.Series(b.line, dtype=pl.Int64)}
-    undecodable = np.zeros(n, dtype=bool)
-    for role in (*[f"text{i}" for i in range(n_text)], "label", "id"):
-        if role not in b.cols:
-            cols[role] = pl.Series([None] * n, dtype=pl.String)
-            continue
-        arr = b.cols[role]
-        if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):
+    undecodable = np.zeros(len(b.line), dtype=bool)
+    for role, arr in b.cols.items():
+        if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type) or b.escaped:
             arr, bad = decode(arr, escaped=b.escaped)
             if any(bad):
                 undecodable |= np.array(bad, dtype=bool)
@@ -527,19 +527,23 @@ def _frame(b: _Batch, n_text: int) -> pl.DataFrame:
         if reason[i] is None:
             reason[i], detail[i] = UNDECODABLE, "not valid UTF-8 (after --encoding)"
             raw[i] = "\t".join(show(b.cols[r][i].as_py() or b"") for r in b.cols)
-    texts = [pl.col(f"text{i}") for i in range(n_text)]
+
+    def col(role: str) -> pl.Expr:
+        return pl.col(role) if role in cols else pl.lit(None, dtype=pl.String).alias(role)
+
+    texts = [col(f"text{i}") for i in range(n_text)]
     return pl.DataFrame(cols).select(
         "line",
-        pl.col("id"),
+        col("id"),
         (pl.concat_str(texts, separator=" ", ignore_nulls=True) if n_text > 1 else texts[0]).alias("raw"),
-        pl.col("label"),
+        col("label"),
         *(_strings(name, v) for name, v in (("reason", reason), ("detail", detail), ("reader_raw", raw))),
     )
 
 
-def _strings(name: str, values: list[str | None]) -> pl.Series:
+def _strings(name: str, values: list[str | None]) -> pl.Series | pl.Expr:
     if values.count(None) == len(values):  # the common case, without a Python object per row
-        return pl.repeat(None, len(values), dtype=pl.String, eager=True).alias(name)
+        return pl.lit(None, dtype=pl.String).alias(name)
     return pl.Series(name, values, dtype=pl.String)
 
 
@@ -579,3 +583,23 @@ def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     finally:
         stop.set()
         t.join()
+
+
+def _ordered_map(fn: Callable[[Any], Any], items: Iterator[Any], workers: int) -> Iterator[Any]:
+    """`fn` over `items` in `workers` threads, results in order, at most `workers` + 1 in flight.
+
+    Unlike `Executor.map`, items are taken lazily (memory stays bounded) and a consumer that stops
+    early cancels what has not started.
+    """
+    with ThreadPoolExecutor(workers, thread_name_prefix="ingest-work") as pool:
+        pending: deque[Future[Any]] = deque()
+        try:
+            for x in items:
+                pending.append(pool.submit(fn, x))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()

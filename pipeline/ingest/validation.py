@@ -1,9 +1,13 @@
 """Ingest validation: clean each row, map its label, fill its id, and give every bad row its reason.
 
-Duplicate ids are caught across batches and sources by `_SeenIds`, a compact set of id hashes.
+Duplicate ids are found across batches and sources from the 64-bit hashes of the ids (`id_hashes`,
+`repeated`); `mark_duplicates` quarantines them. Two different ids share a hash with probability
+about n^2 / 2^65 (1e-5 for 20M rows); such a row would be quarantined as a duplicate, not lost.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -15,64 +19,13 @@ from pipeline.ingest.options import DUPLICATE_ID, EMPTY_TEXT, TOO_LONG, UNKNOWN_
 _INVISIBLE = r"^[\p{Cf}\s]*$"
 
 
-class _SeenIds:
-    """Ids seen so far, as 64-bit hashes: sorted runs merged like a log-structured tree, and a bitmap.
+def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str | Callable[[], str]) -> pl.DataFrame:
+    """Clean `raw` into `text`, map labels, fill missing ids, and give each row a `reason` (null = keep).
 
-    The bitmap, indexed by a hash's top bits and kept at 16 bits per id, answers "not seen" for most
-    new ids with one memory access; only the rest (about 1 in 16) are looked up in the runs, where a
-    binary search in a large run costs tens of cache misses. About 10 bytes per kept row, no Python
-    object per id. Two different ids share a hash with probability about n^2 / 2^65 (1e-5 for 20M
-    rows); such a row would be quarantined as a duplicate, not lost.
+    A missing id becomes `{id_prefix}-{line}`; `id_prefix` may be a function, called only then (the
+    ingest loop passes the source's hash, computed while the first batches are read). Duplicate ids
+    are not looked at here: they depend on every row before (`repeated`, `mark_duplicates`).
     """
-
-    def __init__(self) -> None:
-        self.runs: list[np.ndarray] = []
-        self.size = 0
-        self._bits = np.zeros(1 << 13, dtype=np.uint8)  # 2^16 bits, doubled as ids come
-
-    def contains(self, h: np.ndarray) -> np.ndarray:
-        byte, bit = self._slots(h)
-        found = (self._bits[byte] & bit) != 0  # maybe seen: look those up in the runs
-        maybe = np.flatnonzero(found)
-        maybe = maybe[np.argsort(h[maybe], kind="stable")]  # sorted needles: cache-friendly searches
-        hit = np.zeros(len(maybe), dtype=bool)
-        for run in self.runs:
-            i = np.searchsorted(run, h[maybe]).clip(max=len(run) - 1)
-            hit |= run[i] == h[maybe]
-        found[maybe] = hit
-        return found
-
-    def add(self, h: np.ndarray) -> None:
-        if not len(h):
-            return
-        run = np.sort(h)
-        while self.runs and len(self.runs[-1]) <= 2 * len(run):
-            run = np.sort(np.concatenate([self.runs.pop(), run]), kind="stable")  # a merge of two runs
-        self.runs.append(run)
-        self.size += len(h)
-        if 8 * len(self._bits) >= 16 * self.size:
-            self._mark(h)
-            return
-        n_bits = 8 * len(self._bits)
-        while n_bits < 16 * self.size:
-            n_bits *= 2
-        self._bits = np.zeros(n_bits // 8, dtype=np.uint8)
-        for run in self.runs:
-            self._mark(run)
-
-    def _slots(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The bitmap byte and bit of each hash: its top log2(bitmap bits) bits."""
-        k = (8 * len(self._bits)).bit_length() - 1
-        top = h >> np.uint64(64 - k)
-        return top >> np.uint64(3), np.left_shift(1, top & np.uint64(7)).astype(np.uint8)
-
-    def _mark(self, h: np.ndarray) -> None:
-        byte, bit = self._slots(h)
-        np.bitwise_or.at(self._bits, byte, bit)
-
-
-def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str, seen: _SeenIds) -> pl.DataFrame:
-    """Clean `raw` into `text`, map labels, fill missing ids, and give each row a `reason` (null = keep)."""
     label = pl.col("label").str.strip_chars().replace("", None)
     if cfg.label_coarse_sep:
         label = label.str.split(cfg.label_coarse_sep).list.first()
@@ -85,7 +38,8 @@ def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str, seen: _Seen
         label = pl.when(mapped.is_not_null()).then(mapped).otherwise(pl.format("index {}", label))
     ids = df["id"].str.strip_chars().replace("", None)
     if ids.null_count():  # derived ids, only when needed: formatting every row is not free
-        ids = df.select(pl.coalesce(ids, pl.format("{}-{}", pl.lit(id_prefix), pl.col("line")))).to_series()
+        prefix = id_prefix() if callable(id_prefix) else id_prefix
+        ids = df.select(pl.coalesce(ids, pl.format("{}-{}", pl.lit(prefix), pl.col("line")))).to_series()
     df = df.with_columns(clean_series(df["raw"]).alias("text"), ids.alias("id"), label.alias("label"))
     reason = (
         pl.when(pl.col("reason").is_not_null())
@@ -102,19 +56,36 @@ def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str, seen: _Seen
     df = df.with_columns(reason.otherwise(None).alias("reason"))
     if df["reason"].null_count() < df.height:
         df = _explain(df, cfg)
-    # Duplicate ids: within the batch (first one wins) and against earlier batches and sources.
-    ok = df["reason"].is_null().to_numpy()
-    h = df["id"].hash(seed=0).to_numpy()
-    dup = np.zeros(len(df), dtype=bool)
-    cand = np.flatnonzero(ok)
-    first = pl.Series(h[cand]).is_first_distinct().to_numpy()
-    dup[cand] = ~first | seen.contains(h[cand])
-    seen.add(h[cand][~dup[cand]])
+    return df
+
+
+def id_hashes(df: pl.DataFrame) -> np.ndarray:
+    """The 64-bit hashes of the ids of the rows a validated batch keeps (no reason yet), in order."""
+    return df.filter(pl.col("reason").is_null())["id"].hash(seed=0).to_numpy()
+
+
+def repeated(hashes: np.ndarray) -> np.ndarray | None:
+    """Which of these id hashes, in order, repeat an earlier one (the first one wins); None if none do.
+
+    Counting distinct values is parallel and cheap; finding which repeat is not, and is rarely needed.
+    """
+    s = pl.Series(hashes, dtype=pl.UInt64)
+    if s.n_unique() == len(s):
+        return None
+    return (~s.is_first_distinct()).to_numpy()
+
+
+def mark_duplicates(df: pl.DataFrame, dup: np.ndarray) -> pl.DataFrame:
+    """Quarantine the rows of a validated batch whose id appeared earlier: `dup` has one flag for each
+    row the batch keeps (as `id_hashes` lists them), from `repeated`."""
     if not dup.any():
         return df
+    flags = np.zeros(df.height, dtype=bool)
+    flags[np.flatnonzero(df["reason"].is_null().to_numpy())] = dup
+    hit = pl.Series(flags)
     return df.with_columns(
-        pl.when(pl.Series(dup)).then(pl.lit(DUPLICATE_ID)).otherwise("reason").alias("reason"),
-        pl.when(pl.Series(dup)).then(pl.lit("the id appeared earlier")).otherwise("detail").alias("detail"),
+        pl.when(hit).then(pl.lit(DUPLICATE_ID)).otherwise("reason").alias("reason"),
+        pl.when(hit).then(pl.lit("the id appeared earlier")).otherwise("detail").alias("detail"),
     )
 
 

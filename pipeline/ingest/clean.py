@@ -19,18 +19,21 @@ CLEANING = {
     "whitespace": "collapsed and stripped",
     "artefacts": "HTML entity remnants (#39; quot; amp; ...) decoded, backslash line breaks to space",
 }
-_ENTITIES = [  # (regex, replacement): AG News style remnants, with or without the leading `&`
-    (r"&?#39;", "'"),
-    (r"&?#36;", "$"),
-    (r"&?#151;", "—"),
-    (r"&?#145;|&?#146;", "'"),
-    (r"&?#147;|&?#148;", '"'),
-    (r"&quot;|\bquot;", '"'),
-    (r"&amp;|\bamp;", "&"),
-    (r"&lt;|\blt;", "<"),
-    (r"&gt;|\bgt;", ">"),
-    (r"&nbsp;", " "),
+_ENTITIES = [  # (regex, replacement, literals one of which every match holds): AG News style remnants
+    (r"&?#39;", "'", ["#39;"]),
+    (r"&?#36;", "$", ["#36;"]),
+    (r"&?#151;", "—", ["#151;"]),
+    (r"&?#145;|&?#146;", "'", ["#145;", "#146;"]),
+    (r"&?#147;|&?#148;", '"', ["#147;", "#148;"]),
+    (r"&quot;|\bquot;", '"', ["quot;"]),
+    (r"&amp;|\bamp;", "&", ["amp;"]),
+    (r"&lt;|\blt;", "<", ["lt;"]),
+    (r"&gt;|\bgt;", ">", ["gt;"]),
+    (r"&nbsp;", " ", ["nbsp;"]),
 ]
+# No replacement can make a new literal (they hold no letter, digit, `#` or `;`), so a row needs the
+# fixes whose literals it holds before any fix; only the last one can add a space.
+_ENTITY_LITERALS = sorted({lit for _, _, lits in _ENTITIES for lit in lits})
 # Characters that NFKC leaves alone whatever surrounds them (tests/test_ingest_clean.py proves it):
 # a text made only of these skips the normaliser, which is most of the cost of cleaning.
 NFKC_STABLE = [(0x00, 0x7F), (0xC0, 0xFF), (0x3001, 0x3002), (0x3400, 0x4DBF), (0x4E00, 0x9FFF)]
@@ -51,8 +54,9 @@ def clean_series(s: pl.Series) -> pl.Series:
 
     Each costly step runs only on the rows it can change (gathered, fixed, scattered back). One regex
     pass finds the rows holding a character outside `NFKC_STABLE` or something to collapse or strip
-    (a regex costs the same whatever it looks for); NFKC runs on the first kind, the entity fixes on
-    rows with a `;`, and the spaces step on both sets, as NFKC and the entity fixes can leave spaces.
+    (a regex costs the same whatever it looks for); NFKC runs on the first kind; of the entity fixes,
+    only those whose literal some row with a `;` holds run, on those rows; the spaces step runs on the
+    first set, and on the rows with a `;` when `&nbsp;` was among them (NFKC and it can add spaces).
     tests/test_ingest_clean.py checks it against the plain steps.
     """
     s = s.cast(pl.String).clone()
@@ -65,19 +69,23 @@ def clean_series(s: pl.Series) -> pl.Series:
         if len(rows):
             s = s.scatter(rows, step(s.gather(rows)))
 
-    def entities(x: pl.Series) -> pl.Series:
-        for pattern, repl in _ENTITIES:
-            x = x.str.replace_all(pattern, repl)
-        return x
-
     todo = np.flatnonzero(s.str.contains(_TODO_RE).fill_null(False).to_numpy())
     fix(rows_matching(todo, _NFKC_UNSTABLE_RE), lambda x: x.str.normalize("NFKC"))
     semicolon = np.flatnonzero(s.str.contains(";", literal=True).fill_null(False).to_numpy())
-    fix(semicolon, entities)
-    fix(
-        rows_matching(np.union1d(todo, semicolon), _SPACES_FIX_RE),
-        lambda x: x.str.replace_all(_SPACES_RE, " ").str.strip_chars(),
+    found = set(
+        s.gather(semicolon).str.extract_many(_ENTITY_LITERALS, overlapping=True).explode().drop_nulls()
     )
+    steps = [(pattern, repl) for pattern, repl, lits in _ENTITIES if found.intersection(lits)]
+
+    def entities(x: pl.Series) -> pl.Series:
+        for pattern, repl in steps:
+            x = x.str.replace_all(pattern, repl)
+        return x
+
+    if steps:
+        fix(semicolon, entities)
+    spaced = np.union1d(todo, semicolon) if "nbsp;" in found else todo
+    fix(rows_matching(spaced, _SPACES_FIX_RE), lambda x: x.str.replace_all(_SPACES_RE, " ").str.strip_chars())
     return s
 
 

@@ -40,11 +40,12 @@ def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str | Callable[[
     if ids.null_count():  # derived ids, only when needed: formatting every row is not free
         prefix = id_prefix() if callable(id_prefix) else id_prefix
         ids = df.select(pl.coalesce(ids, pl.format("{}-{}", pl.lit(prefix), pl.col("line")))).to_series()
-    df = df.with_columns(clean_series(df["raw"]).alias("text"), ids.alias("id"), label.alias("label"))
+    text = clean_series(df["raw"])
+    df = df.with_columns(text.alias("text"), ids.alias("id"), label.alias("label"))
     reason = (
         pl.when(pl.col("reason").is_not_null())
         .then(pl.col("reason"))
-        .when(pl.col("text").is_null() | pl.col("text").str.contains(_INVISIBLE))
+        .when(_invisible(text))
         .then(pl.lit(EMPTY_TEXT))
         .when(pl.col("text").str.len_chars() > cfg.max_text_chars)
         .then(pl.lit(TOO_LONG))
@@ -57,6 +58,15 @@ def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str | Callable[[
     if df["reason"].null_count() < df.height:
         df = _explain(df, cfg)
     return df
+
+
+def _invisible(text: pl.Series) -> pl.Series:
+    """Which cleaned texts are null, empty or nothing but format characters and spaces. Cleaning strips
+    spaces, so a pure ASCII text is only ever the second kind: the search runs on the other rows."""
+    rows = np.flatnonzero((text.str.len_bytes() != text.str.len_chars()).fill_null(False).to_numpy())
+    out = (text.str.len_bytes() == 0).fill_null(True).to_numpy()
+    out[rows] = text.gather(rows).str.contains(_INVISIBLE).to_numpy()
+    return pl.Series(out)
 
 
 def id_hashes(df: pl.DataFrame) -> np.ndarray:

@@ -176,6 +176,27 @@ def test_duplicate_ids_across_batches_and_sources(tmp_path, data):
     assert [s["rows_read"] for s in m["sources"]] == [301, 2]
 
 
+def test_sources_are_read_twice_only_when_an_id_repeats(tmp_path, data, monkeypatch):
+    reads: list[str] = []
+    real = ing._read_source
+
+    def counted(path, cfg):
+        reads.append(path.name)
+        return real(path, cfg)
+
+    monkeypatch.setattr(ing, "_read_source", counted)
+    a = write(tmp_path / "a.csv", "id,text\n1,x\n2,y\n")
+    b = write(tmp_path / "b.csv", "id,text\n3,z\n")
+    run(data, [a, b])
+    assert reads == ["a.csv", "b.csv"]
+    reads.clear()
+    c = write(tmp_path / "c.csv", "id,text\n3,again\n")
+    _, kept, q = run(data, [a, b, c])
+    assert reads == ["a.csv", "b.csv", "c.csv"] * 2
+    assert kept["id"].to_list() == ["1", "2", "3"]
+    assert q.select("source", "line", "reason", "raw").rows() == [(str(c), 2, "duplicate_id", "again")]
+
+
 def test_repeated_flags_every_id_after_its_first_and_nothing_else():
     rng = np.random.default_rng(0)
     h = rng.integers(0, 300, size=1000).astype(np.uint64)

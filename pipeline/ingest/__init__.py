@@ -3,9 +3,10 @@
     pipeline ingest SOURCE... --date D [--format F] [--no-header] [--text-column C ...] [--classes FILE] ...
 
 Each source is streamed in record batches, in bounded memory: a thread reads batches ahead, a few
-threads clean and validate them, duplicate ids are found in file order, and polars' Parquet sink
-encodes the kept rows on its own threads. Good rows go to `lake/texts/date=D/part-00000.parquet`,
-bad rows with a reason to `lake/quarantine/date=D/`.
+threads clean and validate them, and polars' Parquet sink encodes the kept rows on its own threads.
+Good rows go to `lake/texts/date=D/part-00000.parquet`, bad rows with a reason to
+`lake/quarantine/date=D/`. Repeated ids are found from the ids' hashes once every row has been seen;
+a partition that has some is read a second time, to quarantine them in file order (`_Split`).
 The manifest's counts always add up: rows_read == rows_kept + rows_quarantined.
 
 Formats: CSV/TSV (header or not, columns by name or 1-based position, several text columns joined

@@ -35,13 +35,13 @@ from pathlib import Path
 from pipeline import ingest, lake
 m = ingest.ingest([Path(sys.argv[1])], "2026-01-01", lake.DataDir.at(sys.argv[2]), ingest.IngestConfig())
 print(m["rows_kept"], m["rows_quarantined"])
-"""
+""" + "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
 POLARS = """
 import sys
 import polars as pl
 pl.scan_csv(sys.argv[1]).sink_parquet(sys.argv[2] + "/polars.parquet")
 print(pl.scan_parquet(sys.argv[2] + "/polars.parquet").select(pl.len()).collect().item(), 0)
-"""
+""" + "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
 
 
 def generate(path: Path, gb: float, seed: int = 1, *, pool: bool = False) -> int:
@@ -101,7 +101,11 @@ def generate(path: Path, gb: float, seed: int = 1, *, pool: bool = False) -> int
 
 
 def measure(code: str, src: Path, out: Path) -> tuple[float, int, int, float]:
-    """(seconds, rows written, peak RSS bytes, CPU seconds) of `code` run in a fresh Python."""
+    """(seconds, rows written, peak RSS bytes, CPU seconds) of `code` run in a fresh Python.
+
+    The peak RSS is the child's own (`VmHWM`, which starts at its exec): `ru_maxrss` would include
+    the pages of this process, which the child shares until then.
+    """
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -114,7 +118,8 @@ def measure(code: str, src: Path, out: Path) -> tuple[float, int, int, float]:
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise SystemExit(f"{code.strip().splitlines()[-1]}: exit {proc.returncode}")
-    return seconds, int(stdout.split()[0]), usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+    out_rows, _, peak_kb = stdout.split()
+    return seconds, int(out_rows), int(peak_kb) * 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

@@ -93,9 +93,9 @@ def check_source(path: Path, fmt: str, encoding: str) -> None:
                 raise InputError(msg)
 
 
-def open_text(path: Path, encoding: str) -> Utf8Stream:
+def open_text(path: Path, encoding: str, quote: str = "") -> Utf8Stream:
     """The bytes of a text source, decompressed, as valid UTF-8 (see `Utf8Stream`)."""
-    return Utf8Stream(pa.input_stream(str(path), compression=compression(path)), encoding)
+    return Utf8Stream(pa.input_stream(str(path), compression=compression(path)), encoding, quote)
 
 
 class Utf8Stream:
@@ -103,19 +103,22 @@ class Utf8Stream:
 
     Valid UTF-8 input is passed through as is (only checked, by Arrow). `escaped` says whether a
     byte may have been escaped so far, so readers look for escapes only once there may be some;
+    `quoted` whether `quote` has appeared so far (CSV: only a quoted value can hold a newline);
     `tail` holds the last bytes read (CSV: was the last quote closed?).
     """
 
     _CHUNK = 1 << 20
 
-    def __init__(self, raw: Any, encoding: str) -> None:
+    def __init__(self, raw: Any, encoding: str, quote: str = "") -> None:
         self._raw = raw
+        self._quote = quote.encode()
         self._utf8 = is_utf8(encoding)
         self._dec = None if self._utf8 else codecs.getincrementaldecoder(encoding)(errors=_ESCAPE)
         self._rest = b""  # UTF-8: an incomplete character at the end of the last chunk
         self._buf = b""
         self._eof = False
         self.escaped = False
+        self.quoted = False
         self.tail = b""
         self.closed = False
 
@@ -147,6 +150,7 @@ class Utf8Stream:
         out, self._buf = (data, b"") if n < 0 or len(data) <= n else (data[:n], data[n:])
         if out:
             self.tail = (self.tail + out[-8:])[-8:]
+            self.quoted = self.quoted or (bool(self._quote) and self._quote in out)
         return out
 
     def close(self) -> None:

@@ -186,7 +186,7 @@ def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Bat
     pending: list[pacsv.InvalidRow] = []
     held: _Batch | None = None  # the last batch waits: its last record may hold an unclosed quote
     last_value: str | None = None  # the last field of the last record, when that record parsed
-    with open_text(path, cfg.encoding) as stream:
+    with open_text(path, cfg.encoding, quote) as stream:
         try:
             reader = pacsv.open_csv(
                 stream,
@@ -224,7 +224,7 @@ def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Bat
                 mine, pending = pending[:take], pending[take:]
                 total = n_good + len(mine)
                 if total:
-                    out, nl = _csv_batch(batch, roles, mine, record, line, total)
+                    out, nl = _csv_batch(batch, roles, mine, record, line, total, stream.quoted)
                     out.escaped = stream.escaped
                     if held is not None:
                         yield held
@@ -266,15 +266,19 @@ def _csv_batch(
     record: int,
     line: int,
     total: int,
+    quoted: bool,
 ) -> tuple[_Batch, int]:
-    """One reader batch plus the newlines inside its records (lines = records + newlines)."""
+    """One reader batch plus the newlines inside its records (lines = records + newlines).
+
+    Only a quoted value can hold a newline: values are looked at only once the file has shown a quote.
+    """
     is_bad = np.zeros(total, dtype=bool)
     nl = np.zeros(total, dtype=np.int64)
     bad_pos = np.array([r.number - record for r in bad], dtype=np.int64)
     is_bad[bad_pos] = True
     nl[bad_pos] = [r.text.count("\n") for r in bad]
     good_pos = np.flatnonzero(~is_bad)
-    if batch is not None and len(good_pos):
+    if batch is not None and len(good_pos) and quoted:
         per_row = np.zeros(len(good_pos), dtype=np.int64)
         for c in batch.columns:
             if _has_newline(c):  # rare: a quoted value spanning lines; counting per value is slow

@@ -71,7 +71,7 @@ def _invisible(text: pl.Series) -> pl.Series:
 
 def id_hashes(df: pl.DataFrame) -> np.ndarray:
     """The 64-bit hashes of the ids of the rows a validated batch keeps (no reason yet), in order."""
-    return df.filter(pl.col("reason").is_null())["id"].hash(seed=0).to_numpy()
+    return df["id"].filter(df["reason"].is_null()).hash(seed=0).to_numpy()
 
 
 def repeated(hashes: np.ndarray) -> np.ndarray | None:

@@ -29,19 +29,25 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.corpus import CLASSES, _topic_row  # noqa: E402
 
-INGEST = """
+INGEST = (
+    """
 import sys
 from pathlib import Path
 from pipeline import ingest, lake
 m = ingest.ingest([Path(sys.argv[1])], "2026-01-01", lake.DataDir.at(sys.argv[2]), ingest.IngestConfig())
 print(m["rows_kept"], m["rows_quarantined"])
-""" + "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
-POLARS = """
+"""
+    + "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+)
+POLARS = (
+    """
 import sys
 import polars as pl
 pl.scan_csv(sys.argv[1]).sink_parquet(sys.argv[2] + "/polars.parquet")
 print(pl.scan_parquet(sys.argv[2] + "/polars.parquet").select(pl.len()).collect().item(), 0)
-""" + "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+"""
+    + "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n"
+)
 
 
 def generate(path: Path, gb: float, seed: int = 1, *, pool: bool = False) -> int:

@@ -12,7 +12,7 @@ from conftest import write
 
 from pipeline import ingest as ing
 from pipeline.errors import ConfigError, InputError
-from pipeline.ingest import validation
+from pipeline.ingest import stream, validation
 
 DATE = "2026-01-01"
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
@@ -178,13 +178,13 @@ def test_duplicate_ids_across_batches_and_sources(tmp_path, data):
 
 def test_sources_are_read_twice_only_when_an_id_repeats(tmp_path, data, monkeypatch):
     reads: list[str] = []
-    real = ing._read_source
+    real = stream._read_source
 
     def counted(path, cfg):
         reads.append(path.name)
         return real(path, cfg)
 
-    monkeypatch.setattr(ing, "_read_source", counted)
+    monkeypatch.setattr(stream, "_read_source", counted)
     a = write(tmp_path / "a.csv", "id,text\n1,x\n2,y\n")
     b = write(tmp_path / "b.csv", "id,text\n3,z\n")
     run(data, [a, b])
@@ -253,7 +253,7 @@ def test_crash_mid_write_leaves_the_earlier_partition(tmp_path, data, monkeypatc
     ing.ingest([src], DATE, data, ing.IngestConfig())
     before = {p.name: p.read_bytes() for p in data.texts(DATE).iterdir()}
     calls = []
-    real = ing.validate
+    real = stream.validate
 
     def crash(*a, **kw):
         calls.append(1)
@@ -261,7 +261,7 @@ def test_crash_mid_write_leaves_the_earlier_partition(tmp_path, data, monkeypatc
             raise KeyboardInterrupt  # the process dies mid-write
         return real(*a, **kw)
 
-    monkeypatch.setattr(ing, "validate", crash)
+    monkeypatch.setattr(stream, "validate", crash)
     with pytest.raises(KeyboardInterrupt):
         ing.ingest([src], DATE, data, ing.IngestConfig(block_bytes=256))
     assert {p.name: p.read_bytes() for p in data.texts(DATE).iterdir()} == before

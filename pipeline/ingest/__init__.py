@@ -6,7 +6,7 @@ Each source is streamed in record batches, in bounded memory: a thread reads bat
 threads clean and validate them, and polars' Parquet sink encodes the kept rows on its own threads.
 Good rows go to `lake/texts/date=D/part-00000.parquet`, bad rows with a reason to
 `lake/quarantine/date=D/`. Repeated ids are found from the ids' hashes once every row has been seen;
-a partition that has some is read a second time, to quarantine them in file order (`_Split`).
+a partition that has some is read a second time, to quarantine them in file order (`stream`).
 The manifest's counts always add up: rows_read == rows_kept + rows_quarantined.
 
 Formats: CSV/TSV (header or not, columns by name or 1-based position, several text columns joined
@@ -17,8 +17,10 @@ encoding Python knows (`--encoding`). `line` is the 1-based physical line where 
 
 The package: `options` (IngestConfig, reasons, formats, the command line and `_ingest.toml`), `clean`
 (the text cleaning), `decoding` (compression, `--encoding`, undecodable bytes, files that are not what
-their name says), `readers` (format detection, one batch reader per format), `validation` (reasons and
-duplicate ids). This module runs the stage and re-exports the public names.
+their name says), `readers` (format detection, one batch reader per format; CSV/TSV in `delimited`),
+`batch` (what a reader yields, and its polars frame), `validation` (reasons and duplicate ids) and
+`stream` (one pass over the sources, on every core). This module runs the stage, writes the manifests
+and re-exports the public names.
 
 Bad input never stops an ingest with anything but an `InputError` naming the file and giving a hint,
 and then only when the file as a whole cannot be read (not decompressible, binary, another encoding,
@@ -28,21 +30,14 @@ no such column); every other problem is a row in the quarantine (tests/test_bad_
 from __future__ import annotations
 
 import logging
-import os
-from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import polars as pl
-import pyarrow.parquet as pq
-from polars.io.plugins import register_io_source
 
 from pipeline import lake
 from pipeline.errors import InputError
-from pipeline.ingest.clean import CLEANING, NFKC_STABLE, clean_expr, clean_series, clean_text
+from pipeline.ingest.clean import CLEANING, NFKC_STABLE, clean_expr, clean_series
 from pipeline.ingest.options import (
     DUPLICATE_ID,
     EMPTY_TEXT,
@@ -61,17 +56,10 @@ from pipeline.ingest.options import (
     load_folder_config,
     read_classes,
 )
-from pipeline.ingest.readers import (
-    _Batch,
-    _frame,
-    _ordered_map,
-    _prefetch,
-    _read_source,
-    check_source,
-    source_format,
-)
-from pipeline.ingest.validation import id_hashes, mark_duplicates, repeated, validate
-from pipeline.schema import LAKE_SCHEMA_VERSION, QUARANTINE_SCHEMA, TEXTS_SCHEMA
+from pipeline.ingest.readers import check_source, source_format
+from pipeline.ingest.stream import split_sources
+from pipeline.ingest.validation import repeated, validate
+from pipeline.schema import LAKE_SCHEMA_VERSION
 
 __all__ = [
     "CLEANING",
@@ -91,7 +79,6 @@ __all__ = [
     "check_sources",
     "clean_expr",
     "clean_series",
-    "clean_text",
     "ingest",
     "ingest_config",
     "ingest_config_from_args",
@@ -105,12 +92,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# The kept rows as polars frames; `TEXTS_SCHEMA` is what the lake's Parquet files declare.
-_KEPT = {"id": pl.String, "text": pl.String, "label": pl.String, "source": pl.String, "line": pl.Int64}
-_ROW_GROUP = 1 << 18  # rows per Parquet row group of the lake
-_WORKERS = max(1, min(4, os.cpu_count() or 1))  # batches cleaned and validated at once
-
-
 def ingest(sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig) -> dict[str, object]:
     """Ingest `sources` into the lake partition for `date`, replacing it; return its manifest."""
     if not sources:
@@ -120,13 +101,13 @@ def ingest(sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig
     with lake.publish_dir(data.quarantine(date)) as qdir, lake.publish_dir(data.texts(date)) as tdir:
         texts_path, q_path = tdir / "part-00000.parquet", qdir / "part-00000.parquet"
         named = [(p, _display_path(p, data)) for p in sources]
-        split = _split(named, cfg, texts_path, q_path, duplicates=None)
+        split = split_sources(named, cfg, texts_path, q_path, duplicates=None)
         duplicates = repeated(np.concatenate([np.zeros(0, np.uint64), *split.hashes]))
         if duplicates is not None:  # rare: once more, now knowing which rows repeat an id
             log.info(
                 "%s: %d rows repeat an earlier id; a second pass quarantines them", date, duplicates.sum()
             )
-            split = _split(named, cfg, texts_path, q_path, duplicates=duplicates)
+            split = split_sources(named, cfg, texts_path, q_path, duplicates=duplicates)
         reasons = split.reasons
         read_total = sum(int(s["rows_read"]) for s in split.sources)
         kept_total = sum(int(s["rows_kept"]) for s in split.sources)
@@ -160,97 +141,6 @@ def ingest(sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig
         "%s: %d rows read, %d kept, %d quarantined %s", date, read_total, kept_total, bad_total, dict(reasons)
     )
     return manifest
-
-
-def _split(
-    sources: list[tuple[Path, str]],
-    cfg: IngestConfig,
-    texts: Path,
-    quarantine: Path,
-    duplicates: np.ndarray | None,
-) -> _Split:
-    """One pass over the sources: kept rows to `texts`, bad ones to `quarantine` (both replaced)."""
-    with pq.ParquetWriter(quarantine, QUARANTINE_SCHEMA, compression="zstd") as qw:
-        split = _Split(cfg, qw, duplicates)
-        # polars pulls the kept rows from `split.kept` and encodes row groups on its own threads
-        kept = register_io_source(lambda *_: split.kept(sources), schema=_KEPT)
-        kept.sink_parquet(
-            texts,
-            compression="zstd",
-            compression_level=1,
-            row_group_size=_ROW_GROUP,
-            arrow_schema=TEXTS_SCHEMA,
-        )
-    return split
-
-
-class _Split:
-    """Every row of the sources, in order: kept ones yielded as frames, bad ones written to the
-    quarantine, both counted per source (`sources`) and by reason (`reasons`).
-
-    Per source, a thread reads batches ahead and `_WORKERS` threads clean and validate them (polars
-    and pyarrow release the GIL). Duplicate ids need every row before them: a first pass collects the
-    kept rows' id hashes (`hashes`); only if one repeats does a second pass, given `duplicates`
-    (`repeated(hashes)`), quarantine them. Most partitions have none, and pay for one pass only.
-    """
-
-    def __init__(
-        self, cfg: IngestConfig, quarantine: pq.ParquetWriter, duplicates: np.ndarray | None
-    ) -> None:
-        self.cfg, self.quarantine, self.duplicates = cfg, quarantine, duplicates
-        self.hashes: list[np.ndarray] = []
-        self.reasons: Counter[str] = Counter()
-        self.sources: list[dict[str, object]] = []
-
-    def kept(self, sources: list[tuple[Path, str]]) -> Iterator[pl.DataFrame]:
-        cfg = self.cfg
-        done = 0  # rows checked for a repeated id so far: an index into `duplicates`
-        with ThreadPoolExecutor(1, thread_name_prefix="ingest-hash") as hasher:
-            for path, shown in sources:
-                sha = hasher.submit(lake.sha256_file, path)  # the manifest's, and derived ids' prefix
-
-                def prepare(b: _Batch, sha: Future[str] = sha) -> tuple[pl.DataFrame, np.ndarray]:
-                    v = validate(_frame(b, len(cfg.text_columns)), cfg, id_prefix=lambda: sha.result()[:12])
-                    return v, id_hashes(v)
-
-                n_read = n_kept = 0
-                for v, h in _ordered_map(prepare, _prefetch(_read_source(path, cfg)), _WORKERS):
-                    if self.duplicates is None:
-                        self.hashes.append(h)
-                    else:
-                        v = mark_duplicates(v, self.duplicates[done : done + len(h)])
-                    done += len(h)
-                    if v["reason"].null_count() == v.height:  # the common case: no copy of the batch
-                        keep, drop = v, v.clear()
-                    else:
-                        bad = pl.col("reason").is_not_null()
-                        keep, drop = v.filter(~bad), v.filter(bad)
-                    if drop.height:
-                        q = drop.select(
-                            pl.lit(shown).alias("source"),
-                            "line",
-                            "reason",
-                            "detail",
-                            pl.coalesce("reader_raw", "raw").alias("raw"),
-                        )
-                        self.quarantine.write_table(q.to_arrow().cast(QUARANTINE_SCHEMA))
-                        self.reasons.update(drop["reason"].to_list())
-                    n_read += v.height
-                    n_kept += keep.height
-                    if keep.height:
-                        yield keep.select("id", "text", "label", pl.lit(shown).alias("source"), "line")
-                self.sources.append(
-                    {
-                        "path": shown,
-                        "size": path.stat().st_size,
-                        "sha256": sha.result(),
-                        "format": source_format(path, cfg),
-                        "rows_read": n_read,
-                        "rows_kept": n_kept,
-                        "rows_quarantined": n_read - n_kept,
-                    }
-                )
-                log.info("%s: %d rows read, %d kept", shown, n_read, n_kept)
 
 
 def check_sources(sources: list[Path], cfg: IngestConfig) -> None:

@@ -1,4 +1,5 @@
-"""Text cleaning: the one normalisation every text gets, at ingest and again when scoring.
+"""Text cleaning: the one normalisation every text gets, at ingest; the lake holds only cleaned text,
+which training and scoring read.
 
 `CLEANING` describes it (recorded in each manifest); `clean_series` applies it, with fast paths for the
 rows a step cannot change.
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-# The cleaning applied to every text; recorded in each manifest and applied again when scoring.
+# The cleaning applied to every text at ingest; recorded in each manifest.
 CLEANING = {
     "version": 2,
     "unicode": "NFKC",
@@ -87,7 +88,3 @@ def clean_series(s: pl.Series) -> pl.Series:
     spaced = np.union1d(todo, semicolon) if "nbsp;" in found else todo
     fix(rows_matching(spaced, _SPACES_FIX_RE), lambda x: x.str.replace_all(_SPACES_RE, " ").str.strip_chars())
     return s
-
-
-def clean_text(texts: pl.Series) -> pl.Series:
-    return clean_series(texts)

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -334,14 +335,19 @@ def _cli_error(data: lake.DataDir, needle: str, hint: str) -> None:
     assert f"hint: {hint}" in said[0], said[0]
 
 
-def _disk_full(seed: Path, work: Path) -> list[str]:
-    mnt, data, final = _setup(seed, work)
-    before, failed = snapshot(data.root), []
-    steps = [
+def _nightly_steps(data: lake.DataDir) -> list[tuple[str, Callable[[], object]]]:
+    """The steps of a nightly run of END that write to the data directory, in order."""
+    return [
         ("ingest", lambda: nightly.ingest_date(data, END)),
         ("score", lambda: nightly.score_date(data, END, ScoreConfig())),
         ("export", lambda: nightly.export_date(data, END)),
     ]
+
+
+def _disk_full(seed: Path, work: Path) -> list[str]:
+    mnt, data, final = _setup(seed, work)
+    before, failed = snapshot(data.root), []
+    steps = _nightly_steps(data)
     for stage, step in steps:  # each step first with no room, then more room each time until it fits
         for room in (0, 4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20):
             _fill(mnt, room)
@@ -391,11 +397,7 @@ def _disk_full(seed: Path, work: Path) -> list[str]:
 def _read_only(seed: Path, work: Path) -> list[str]:
     mnt, data, final = _setup(seed, work)
     before, failed = snapshot(data.root), []
-    steps = [
-        ("ingest", lambda: nightly.ingest_date(data, END)),
-        ("score", lambda: nightly.score_date(data, END, ScoreConfig())),
-        ("export", lambda: nightly.export_date(data, END)),
-    ]
+    steps = _nightly_steps(data)
     for i, (stage, step) in enumerate(steps):
         now = snapshot(data.root)
         _sh("mount", "-o", "remount,ro", str(mnt))

@@ -85,6 +85,11 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return batches
 
 
+def eval_batches(enc: tuple[np.ndarray, np.ndarray], rows: np.ndarray) -> list[np.ndarray]:
+    """`rows` in fixed batches of 256 of similar length, for scoring held-out rows (no shuffling)."""
+    return [rows[b] for b in length_batches(np.diff(enc[1])[rows], 256, None)]
+
+
 # ---------------------------------------------------------------------------- loop
 
 
@@ -199,7 +204,7 @@ def fit(
         torch.set_rng_state(ck["torch_rng"])
         start = len(history) + 1
         log.info("resuming from %s at epoch %d", checkpoint, start)
-    val_batches = [val_idx[b] for b in length_batches(lengths[val_idx], 256, None)]
+    val_batches = eval_batches(enc, val_idx)
     val_target = torch.from_numpy(y[np.concatenate(val_batches)])
     for epoch in range(start, cfg.epochs + 1):
         if best_epoch and epoch - best_epoch > cfg.patience:
@@ -346,8 +351,7 @@ def train(
     )
     train_seconds = time.perf_counter() - t0
     model.load_state_dict(best_state)
-    lengths = np.diff(enc[1])
-    val_batches = [val_idx[b] for b in length_batches(lengths[val_idx], 256, None)]
+    val_batches = eval_batches(enc, val_idx)
     with torch.no_grad():
         predicted = model.combine(head_logits(model, enc, val_batches, device)).argmax(1).numpy()
     rows = np.concatenate(val_batches)

@@ -45,7 +45,8 @@ class ModelConfig:
     ngram_dim: int = 32
     # A second head: logistic regression over hashed unigrams and bigrams weighted by TF-IDF (the
     # inverse document frequencies come from the training rows). It is trained with its own loss beside
-    # the sequence head, and the prediction averages the two heads' probabilities. 0 buckets = off.
+    # the sequence head; the prediction is the two heads' log-probabilities, each times a weight fitted
+    # on validation (`TextClassifier.weigh_heads`). 0 buckets = off.
     wide_buckets: int = 1 << 20
 
 

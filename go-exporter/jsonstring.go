@@ -29,11 +29,9 @@ func careMask(x uint64) uint64 {
 
 // escapes[c] is how the ASCII byte c is written inside a JSON string when it
 // needs an escape ('"', '\\', a control character): up to 6 bytes,
-// little-endian in word, n of them. n is 0 for the bytes written as they are.
-var escapes = func() (t [utf8.RuneSelf]struct {
-	word uint64
-	n    int
-}) {
+// little-endian, with their number in the top byte (one load for both). It
+// is 0 for the bytes written as they are.
+var escapes = func() (t [utf8.RuneSelf]uint64) {
 	const hex = "0123456789abcdef"
 	for c := range 0x20 {
 		e := []byte{'\\', 'u', '0', '0', hex[c>>4], hex[c&0xf]}
@@ -49,10 +47,10 @@ var escapes = func() (t [utf8.RuneSelf]struct {
 		case '\f':
 			e = []byte(`\f`)
 		}
-		t[c].word, t[c].n = binary.LittleEndian.Uint64(append(e, make([]byte, 8)...)), len(e)
+		t[c] = binary.LittleEndian.Uint64(append(e, 0, 0, 0, 0, 0, 0, 0, 0)) | uint64(len(e))<<56
 	}
-	t['"'].word, t['"'].n = '\\'|'"'<<8, 2
-	t['\\'].word, t['\\'].n = '\\'|'\\'<<8, 2
+	t['"'] = '\\' | '"'<<8 | 2<<56
+	t['\\'] = '\\' | '\\'<<8 | 2<<56
 	return t
 }()
 
@@ -116,10 +114,10 @@ func appendString(b, s []byte) []byte {
 		c := s[i]
 		if c >= utf8.RuneSelf {
 			i, j = copyMultibyte(out, s, i, j)
-		} else if e := escapes[c]; e.n > 0 {
-			binary.LittleEndian.PutUint64(out[j:], e.word)
+		} else if e := escapes[c]; e != 0 {
+			binary.LittleEndian.PutUint64(out[j:], e) // the length byte lands past the escape
 			i++
-			j += e.n
+			j += int(e >> 56)
 		} else { // one of the last 7 bytes, read one at a time
 			out[j] = c
 			i++

@@ -144,7 +144,7 @@ def test_onnxruntime_and_pt2_give_the_engines_probabilities(exported):
     assert (probs.argmax(1) == engine.argmax(1)).all()
 
 
-def test_the_folder_stands_alone_and_exports_the_same_bytes(exported, tmp_path):
+def test_the_folder_stands_alone_and_exports_the_same_bytes(exported, capsys):
     data, version = exported["data"], exported["version"]
     folder = exported["folders"]["onnx"]
     manifest = json.loads((folder / "export.json").read_text())
@@ -161,6 +161,8 @@ def test_the_folder_stands_alone_and_exports_the_same_bytes(exported, tmp_path):
     portable.export_model(data.models, version, fmt="onnx")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert portable.list_exports(data.models, version) == ["onnx", "pt2"]
+    assert main(["--data-dir", str(data.root), "models"]) == 0
+    assert "exports: onnx, pt2" in capsys.readouterr().out
 
 
 def test_readme_example_runs_on_the_folder_alone_and_tokenises_the_golden_cases(exported):

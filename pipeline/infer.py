@@ -237,13 +237,15 @@ def quantize_int8(model: nn.Module) -> bytes:
     """`model` as an ONNX graph (ids, lengths -> probs) with int8 weights (onnxruntime dynamic
     quantisation, per tensor, signed); the model given is not changed."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from pipeline.portable import onnx_bytes
 
     with tempfile.TemporaryDirectory(prefix="pipeline-int8-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src, pre, dst = (Path(tmp) / f"{name}.onnx" for name in ("fp32", "pre", "int8"))
         src.write_bytes(onnx_bytes(model))  # type: ignore[arg-type]
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
+        quant_pre_process(str(src), str(pre))  # shapes inferred, graph optimised: what quantisation expects
+        quantize_dynamic(pre, dst, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
         return dst.read_bytes()
 
 

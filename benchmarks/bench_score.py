@@ -43,7 +43,7 @@ from torch import nn
 from pipeline import lake, registry
 from pipeline.config import ScoreConfig
 from pipeline.corpus import CLASSES, _order_row, _topic_row
-from pipeline.infer import build_scorer
+from pipeline.infer import Scorer, build_scorer
 from pipeline.model import ModelConfig, TextClassifier, batch_from_flat, lesson_config
 from pipeline.portable import onnx_bytes
 from pipeline.schema import LAKE_SCHEMA_VERSION, TEXTS_SCHEMA
@@ -320,9 +320,10 @@ def run(args: argparse.Namespace) -> None:
         "fused kernel, bf16 autocast": build_scorer(model, batch_size=256, precision="bf16"),
         "int8, onnxruntime dynamic": build_scorer(model, batch_size=256, precision="int8"),
     }
-    onnx_fp32 = build_scorer(model, batch_size=256, precision="int8")
-    onnx_fp32.graph = onnx_bytes(model)  # the same kernel on the graph before quantisation
-    scorers["onnxruntime fp32 (exported graph)"] = onnx_fp32
+    # the same kernel on the graph before quantisation
+    scorers["onnxruntime fp32 (exported graph)"] = Scorer(
+        model, "onnxruntime", "fp32", "cpu", 256, model.head.out_features, onnx_bytes(model)
+    )
     for name, sc in scorers.items():
         runs.append((name, 1, lambda sc=sc: sc.predict_proba(*encoded())))
     runs.append(

@@ -5,7 +5,7 @@ holds sequences of one length and carries no padding at all:
 
     lengths  [3 1 3 2 3 1]  ->  batches  [rows 1 5: T=1] [row 3: T=2] [rows 0 2 4: T=3]
 
-Two kernels run such a batch:
+Three kernels run such a batch:
 
 - `fused`: the model's own modules, unpacked. With no padding, `nn.LSTM/GRU/RNN` take their fused
   path (oneDNN on CPU, cuDNN on GPU) instead of the packed per-step loop, and pooling needs no mask
@@ -13,7 +13,6 @@ Two kernels run such a batch:
   probabilities agree with it within 1e-5 (tests/test_score_infer.py). Used only for configurations
   it knows (`fused_support`); anything else (a new model option) gets `generic`.
 - `generic`: `model(x, lengths)`, whatever the model is.
-
 - `onnxruntime`: for `int8`, the model exported to ONNX (`pipeline.portable`, the same graph as
   `pipeline models export`) and dynamically quantised by onnxruntime (int8 weights of the LSTM and
   linear layers, activations quantised per call); the graph returns probabilities.

@@ -60,7 +60,7 @@ def export_support(model: nn.Module) -> str | None:
 
 
 class PortableClassifier(nn.Module):
-    """`softmax(TextClassifier(ids, lengths))` without packed sequences; shares the model's weights."""
+    """`softmax(TextClassifier(ids, lengths))` without packed sequences, holding the model's weights."""
 
     def __init__(self, model: TextClassifier) -> None:
         super().__init__()

@@ -144,7 +144,7 @@ def test_onnxruntime_and_pt2_give_the_engines_probabilities(exported):
     assert (probs.argmax(1) == engine.argmax(1)).all()
 
 
-def test_the_folder_stands_alone_and_exports_the_same_bytes(exported, capsys):
+def test_the_folder_stands_alone_and_exports_the_same_bytes(exported, capsys, tmp_path):
     data, version = exported["data"], exported["version"]
     folder = exported["folders"]["onnx"]
     manifest = json.loads((folder / "export.json").read_text())
@@ -158,8 +158,10 @@ def test_the_folder_stands_alone_and_exports_the_same_bytes(exported, capsys):
         "card.md",
     }
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    portable.export_model(data.models, version, fmt="onnx")
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert main(["--data-dir", str(data.root), "models", "export", version, "--format", "onnx"]) == 0
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # re-exported: the same bytes
+    assert main(["--data-dir", str(data.root), "models", "export", "--out", str(tmp_path / "x")]) == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "x").iterdir()} == before
     assert portable.list_exports(data.models, version) == ["onnx", "pt2"]
     assert main(["--data-dir", str(data.root), "models"]) == 0
     assert "exports: onnx, pt2" in capsys.readouterr().out

@@ -9,7 +9,9 @@ and measures side by side, in one run, interleaved over `--rounds` rounds (best 
 - the lesson loop: texts in input order, batches of 16, a `padify` collate (Python tokeniser, pad to
   the longest), plain `model(x)` (embedding -> LSTM over the padding -> last state -> linear);
 - the old engine: length-sorted padded batches of 256 through `model(x, lengths)` (packed sequences);
-- the engine's kernels and options: fused fp32 (exact), generic, bf16 autocast, int8 dynamic;
+- the engine's kernels and options: fused fp32 (exact), generic, bf16 autocast, int8 (onnxruntime's
+  dynamic quantisation of the exported ONNX graph), and that graph unquantised in onnxruntime, with
+  each one's label agreement against fused fp32;
 - the FLOP/s of a 2048 x 2048 float32 matmul, for the share of the machine's compute limit:
   tokens/s x 8 H (I + H) per direction and layer (I = E for the first layer) / matmul FLOP/s.
 
@@ -41,8 +43,9 @@ from torch import nn
 from pipeline import lake, registry
 from pipeline.config import ScoreConfig
 from pipeline.corpus import CLASSES, _order_row, _topic_row
-from pipeline.infer import build_scorer
+from pipeline.infer import Scorer, build_scorer
 from pipeline.model import ModelConfig, TextClassifier, batch_from_flat, lesson_config
+from pipeline.portable import onnx_bytes
 from pipeline.schema import LAKE_SCHEMA_VERSION, TEXTS_SCHEMA
 from pipeline.score import score_partition
 from pipeline.tokenize import tokenize_py
@@ -315,8 +318,12 @@ def run(args: argparse.Namespace) -> None:
         "fused kernel, fp32, batch 64": build_scorer(model, batch_size=64),
         "fused kernel, fp32, batch 1024": build_scorer(model, batch_size=1024),
         "fused kernel, bf16 autocast": build_scorer(model, batch_size=256, precision="bf16"),
-        "fused kernel, int8 dynamic": build_scorer(model, batch_size=256, precision="int8"),
+        "int8, onnxruntime dynamic": build_scorer(model, batch_size=256, precision="int8"),
     }
+    # the same kernel on the graph before quantisation
+    scorers["onnxruntime fp32 (exported graph)"] = Scorer(
+        model, "onnxruntime", "fp32", "cpu", 256, model.head.out_features, onnx_bytes(model)
+    )
     for name, sc in scorers.items():
         runs.append((name, 1, lambda sc=sc: sc.predict_proba(*encoded())))
     runs.append(
@@ -344,6 +351,7 @@ def run(args: argparse.Namespace) -> None:
     torch.set_num_threads(cores)
 
     ref = probs["old engine (sorted, packed, 256)"]
+    fp32_labels = probs["fused kernel, fp32 (exact)"].argmax(1)
     lesson_dps = max(args.docs / best[n] for n, _, _ in runs if n.startswith("lesson"))
     print(f"\n{args.docs:,} held-out docs, {tokens:,} tokens ({tokens / args.docs:.1f}), best/ {args.rounds}")
     print(
@@ -351,16 +359,33 @@ def run(args: argparse.Namespace) -> None:
     )
     print(f"model FLOPs per token, 8H(I+H) per direction and layer: {flop_tok:,.0f}")
     print("share = tokens/s x FLOPs per token / matmul FLOP/s at the same thread count")
-    print(f"{'':36s} {'docs/s':>9s} {'x lesson':>8s} {'share':>6s} {'accuracy':>8s} {'max |dp|':>9s}")
+    print(
+        f"{'':36s} {'docs/s':>9s} {'x lesson':>8s} {'share':>6s} {'accuracy':>8s} {'max |dp|':>9s} {'agree':>7s}"
+    )
     for name, th, _ in runs:
         dps = args.docs / best[name]
         share = tokens / best[name] * flop_tok / peak[th]
         acc = (probs[name].argmax(1) == y_docs).mean()
         dp = np.abs(probs[name] - ref).max()
-        print(f"{name:36s} {dps:9,.0f} {dps / lesson_dps:7.2f}x {share:6.2f} {acc:8.4f} {dp:9.2e}")
+        agree = (probs[name].argmax(1) == fp32_labels).mean()
+        print(
+            f"{name:36s} {dps:9,.0f} {dps / lesson_dps:7.2f}x {share:6.2f} {acc:8.4f} {dp:9.2e} {agree:7.2%}"
+        )
     print(
-        "(x lesson: against the faster lesson loop; accuracy on held-out labels; |dp| against the old engine)"
+        "(x lesson: against the faster lesson loop; accuracy on held-out labels; |dp| against the old engine;"
+        " agree: labels equal to fused fp32's)"
     )
+    print("precision side by side (1 thread):")
+    for prec, name in [
+        ("fp32", "fused kernel, fp32 (exact)"),
+        ("bf16", "fused kernel, bf16 autocast"),
+        ("int8", "int8, onnxruntime dynamic"),
+    ]:
+        agree = (probs[name].argmax(1) == fp32_labels).mean()
+        acc = (probs[name].argmax(1) == y_docs).mean()
+        print(
+            f"  {prec}: {args.docs / best[name]:9,.0f} docs/s  labels agree with fp32 {agree:7.2%}  accuracy {acc:.4f}"
+        )
 
     # end to end through score_partition: workers 1 (a thread) vs 2 (processes)
     data = lake.DataDir.at(WORK / "data")

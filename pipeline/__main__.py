@@ -10,6 +10,7 @@
     pipeline [--data-dir DIR] backfill --start DATE --end DATE [--runner local|processes|dask[=ADDRESS]]
     pipeline [--data-dir DIR] serve [--cron "0 2 * * *"]
     pipeline [--data-dir DIR] models
+    pipeline [--data-dir DIR] models export [VERSION] [--format onnx|pt2] [--out DIR]
 
 Exit codes: 0 done, 1 a pipeline error (bad input, missing model, failed export), 2 usage.
 """
@@ -115,7 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cron", default="0 2 * * *", help="schedule, cron syntax (default: 02:00 every day)")
     s.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
 
-    sub.add_parser("models", help="list trained models with their validation metrics")
+    s = sub.add_parser("models", help="list trained models with their validation metrics and exports")
+    m = s.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+    e = m.add_parser("export", help="write a model version as a standalone ONNX or torch.export folder")
+    e.add_argument("version", nargs="?", type=_model_name, default="latest", help="(default: latest)")
+    e.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
+    e.add_argument("--out", type=Path, help="folder to write (default: models/VERSION/exports/FORMAT)")
     return p
 
 
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root.mkdir(parents=True, exist_ok=True)
         configure_environment(root)
-        if args.command != "models":
+        if args.command != "models" or args.models_command:
             storage.check_writable(root)  # a full or read-only data directory: say so before Prefect starts
         result = _dispatch(args, str(root))
     except PipelineError as e:
@@ -154,14 +160,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, root: str) -> str | None:
     if args.command == "models":
-        from pipeline import registry
+        from pipeline import portable, registry
 
-        rows = registry.list_models(lake.DataDir.at(root).models)
+        models = lake.DataDir.at(root).models
+        if args.models_command == "export":
+            m = portable.export_model(models, args.version, fmt=args.format, out=args.out)
+            return _brief(m, ["model_version", "format", "path", "files"])
+        rows = registry.list_models(models)
         if not rows:
             return "no models yet; run `pipeline train`"
         return "\n".join(
             f"{'*' if r['latest'] else ' '} {r['version']}  {r['created']}  {r['rnn_type']:<5} "
             f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
+            f"  exports: {', '.join(portable.list_exports(models, r['version'])) or '-'}"
             for r in rows
         )
 

@@ -5,7 +5,7 @@ holds sequences of one length and carries no padding at all:
 
     lengths  [3 1 3 2 3 1]  ->  batches  [rows 1 5: T=1] [row 3: T=2] [rows 0 2 4: T=3]
 
-Two kernels run such a batch:
+Three kernels run such a batch:
 
 - `fused`: the model's own modules, unpacked. With no padding, `nn.LSTM/GRU/RNN` take their fused
   path (oneDNN on CPU, cuDNN on GPU) instead of the packed per-step loop, and pooling needs no mask
@@ -13,21 +13,24 @@ Two kernels run such a batch:
   probabilities agree with it within 1e-5 (tests/test_score_infer.py). Used only for configurations
   it knows (`fused_support`); anything else (a new model option) gets `generic`.
 - `generic`: `model(x, lengths)`, whatever the model is.
+- `onnxruntime`: for `int8`, the model exported to ONNX (`pipeline.portable`, the same graph as
+  `pipeline models export`) and dynamically quantised by onnxruntime (int8 weights of the LSTM and
+  linear layers, activations quantised per call); the graph returns probabilities.
 
 Precision options (measured in benchmarks/bench_score.py): `fp32` (exact), `bf16` (autocast; CPUs
-with bf16 instructions, or CUDA), `int8` (dynamic quantisation of the RNN and linear layers; CPU).
+with bf16 instructions, or CUDA), `int8` (onnxruntime dynamic quantisation; CPU).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
-import warnings
+import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -134,11 +137,13 @@ class Scorer:
     """A model prepared for bulk inference; `predict_proba` is the only thing callers need."""
 
     model: nn.Module
-    kernel: Literal["fused", "generic"]
+    kernel: Literal["fused", "generic", "onnxruntime"]
     precision: Precision
     device: str
     batch_size: int
     num_classes: int
+    graph: bytes | None = None  # the ONNX graph the onnxruntime kernel runs
+    _sessions: dict[int, Any] = field(default_factory=dict, repr=False)  # by thread count
 
     def predict_proba(self, ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Probabilities (N, C) float64 of a flat encoding (every row has >= 1 token), in input order."""
@@ -147,6 +152,8 @@ class Scorer:
         if n == 0:
             return out
         lengths = np.diff(offsets)
+        if self.kernel == "onnxruntime":
+            return self._predict_onnx(ids, offsets, lengths, out)
         forward = self._forward()
         with torch.inference_mode(), self._autocast():
             for rows in equal_length_batches(lengths, self.batch_size):
@@ -154,6 +161,31 @@ class Scorer:
                 logits = forward(x)
                 out[rows] = torch.softmax(logits.float().double(), dim=1).cpu().numpy()
         return out
+
+    def _predict_onnx(
+        self, ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, out: np.ndarray
+    ) -> np.ndarray:
+        session = self._session()
+        for rows in equal_length_batches(lengths, self.batch_size):
+            x = gather_equal(ids, offsets, rows).numpy()
+            (probs,) = session.run(None, {"ids": x, "lengths": lengths[rows].astype(np.int64)})
+            out[rows] = probs
+        return out / out.sum(1, keepdims=True)  # float32 probabilities, summed in float64
+
+    def _session(self) -> Any:
+        """An onnxruntime session with torch's current thread count (what the scoring worker set)."""
+        import onnxruntime as ort
+
+        threads = torch.get_num_threads()
+        if threads not in self._sessions:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3  # errors only
+            self._sessions[threads] = ort.InferenceSession(
+                self.graph, opts, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[threads]
 
     def _forward(self) -> Callable[[torch.Tensor], torch.Tensor]:
         if self.kernel == "fused":
@@ -183,25 +215,37 @@ def build_scorer(
     if kernel == "auto" and reason is not None:
         log.info("scoring with the generic kernel: %s", reason)
     precision = _check_precision(precision, device)
-    if precision == "int8":
-        model = quantize_int8(model)
     num_classes = _num_classes(model)
+    if precision == "int8":
+        if reason is None:
+            return Scorer(
+                model, "onnxruntime", precision, device, batch_size, num_classes, quantize_int8(model)
+            )
+        log.warning("int8 needs a model that exports to ONNX (%s); scoring in fp32", reason)
+        precision = "fp32"
     model.eval()
     return Scorer(model, chosen, precision, device, batch_size, num_classes)
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
-    """A copy with its RNN/LSTM/GRU and linear layers dynamically quantised to int8 weights (CPU)."""
-    # torch.ao.quantization is deprecated in favour of torchao (not a dependency here); its eager
-    # dynamic quantisation still works and is what the option measures.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        from torch.ao.quantization import quantize_dynamic
+# What onnxruntime's dynamic quantisation rewrites: ONNX has no integer GRU/RNN op, so those run in
+# float32 while the linear layers beside them are int8.
+INT8_OPS = ["LSTM", "MatMul", "Gemm"]
 
-        return quantize_dynamic(
-            copy.deepcopy(model).cpu().eval(), {nn.LSTM, nn.GRU, nn.Linear}, dtype=torch.qint8
-        )
+
+def quantize_int8(model: nn.Module) -> bytes:
+    """`model` as an ONNX graph (ids, lengths -> probs) with int8 weights (onnxruntime dynamic
+    quantisation, per tensor, signed); the model given is not changed."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from pipeline.portable import onnx_bytes
+
+    with tempfile.TemporaryDirectory(prefix="pipeline-int8-") as tmp:
+        src, pre, dst = (Path(tmp) / f"{name}.onnx" for name in ("fp32", "pre", "int8"))
+        src.write_bytes(onnx_bytes(model))  # type: ignore[arg-type]
+        quant_pre_process(str(src), str(pre))  # shapes inferred, graph optimised: what quantisation expects
+        quantize_dynamic(pre, dst, weight_type=QuantType.QInt8, op_types_to_quantize=INT8_OPS)
+        return dst.read_bytes()
 
 
 def bf16_supported(device: str) -> bool:
@@ -212,7 +256,7 @@ def bf16_supported(device: str) -> bool:
 
 def _check_precision(precision: Precision, device: str) -> Precision:
     if precision == "int8" and not device.startswith("cpu"):
-        log.warning("int8 dynamic quantisation runs on the CPU only; scoring on %s in fp32", device)
+        log.warning("int8 (onnxruntime) runs on the CPU only; scoring on %s in fp32", device)
         return "fp32"
     if precision == "bf16" and not bf16_supported(device):
         log.warning("no bf16 support on %s; scoring in fp32", device)

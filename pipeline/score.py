@@ -184,7 +184,7 @@ def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         choices=list(get_args(Precision)),
-        help="fp32 (exact), bf16 autocast, int8 dynamic quantisation (default fp32)",
+        help="fp32 (exact), bf16 autocast, int8 (onnxruntime dynamic quantisation) (default fp32)",
     )
 
 

@@ -80,3 +80,22 @@ def tokenize_py(text: str) -> list[str]:
     """Reference implementation of `tokenize_expr` in plain Python."""
     text = text.lower().replace("<br />", " ").replace('"', "")
     return _PATTERN_PY.findall(text)
+
+
+def tokenizer_rules() -> dict[str, object]:
+    """The rules above as data, for a tokenizer written in another language (model exports).
+
+    Steps, in order: lower-case (Unicode default case mapping), replace each `replace` pair, then the
+    tokens are the matches of `pattern` (RE2 / Rust / Java syntax; the same pattern is built from the
+    ranges and characters: a Han character | one punctuation character | a run of characters that are
+    neither whitespace, Han, punctuation nor separators).
+    """
+    return {
+        **tokenizer_settings(),
+        "replace": [["<br />", " "], ['"', ""]],
+        "pattern": _PATTERN_RUST,
+        "han_ranges": [list(r) for r in _HAN_RANGES],
+        "whitespace_ranges": [list(r) for r in _WS_RANGES],
+        "punctuation": _PUNCT,
+        "separators": _DROP,
+    }

@@ -210,7 +210,7 @@ def test_rescoring_and_workers_give_byte_identical_files(scored, monkeypatch):
 def test_options_change_the_inputs_and_are_checked(scored):
     m = score_partition(scored, DAY, ScoreConfig())
     m8 = score_partition(scored, DAY, ScoreConfig(precision="int8"))
-    assert not m8["skipped"] and m8["engine"] == {"kernel": "fused", "precision": "int8"}
+    assert not m8["skipped"] and m8["engine"] == {"kernel": "onnxruntime", "precision": "int8"}
     p8 = np.array(read_predictions(scored).column("probs").to_pylist())
     assert np.abs(p8.sum(1) - 1).max() < 1e-9 and m["inputs"] != m8["inputs"]
     with pytest.raises(ConfigError, match=r"score\.batch_size"):

@@ -103,6 +103,8 @@ def test_unknown_models_fall_back_to_the_generic_kernel(encoded):
         )
         with pytest.raises(ValueError, match="fused"):
             build_scorer(model, batch_size=4, kernel="fused")
+        int8 = build_scorer(model, batch_size=4, precision="int8")  # the graph could not reproduce it
+        assert (int8.kernel, int8.precision) == ("generic", "fp32")
 
 
 HEADS = {

@@ -26,4 +26,4 @@ class StorageError(PipelineError):
 
 
 class SinkError(PipelineError):
-    """A database sink refused the load: login, missing database, mismatched table, read-only or full server."""
+    """A database refused a load: login, missing database, mismatched table, read-only or full server."""

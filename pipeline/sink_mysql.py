@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -49,6 +49,8 @@ INSERT_BYTES = 4 << 20  # bytes per INSERT statement; below MariaDB's and MySQL'
 _TRANSIENT = {1205, 1213, 2006, 2013}  # lock wait timeout, deadlock, server gone away, lost connection
 _NO_LOCAL_INFILE = {1148, 2068, 3948}  # the server or client forbids LOAD DATA LOCAL
 _NAME_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+# strict: a bad value is an error, not a warning; backslash escapes on (sink_rows relies on them)
+_SESSION = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'"
 _NAMES = ", ".join(f"`{c}`" for c, _, _ in COLUMNS)
 
 
@@ -140,7 +142,7 @@ def connect(target: MysqlTarget) -> pymysql.connections.Connection:
             local_infile=True,
             autocommit=False,
             connect_timeout=10,
-            init_command="SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'",
+            init_command=_SESSION,
             **kw,
         )
     except pymysql.MySQLError as e:
@@ -149,7 +151,11 @@ def connect(target: MysqlTarget) -> pymysql.connections.Connection:
 
 # code -> (what happened, hint); every other code is named with the server's own message
 _REFUSALS = {
-    1044: ("this user may not use the database", "GRANT ALL ON the database TO the user"),
+    # a user without global privileges is told 1044 for a database that does not exist, too
+    1044: (
+        "the database does not exist, or this user may not use it",
+        "CREATE DATABASE it CHARACTER SET utf8mb4 and GRANT ALL ON it TO the user, or fix the URL",
+    ),
     1045: ("the login was refused", "check PIPELINE_MYSQL_PASSWORD or the option file's [client] password"),
     1049: ("the database does not exist", "CREATE DATABASE it CHARACTER SET utf8mb4, or fix the URL"),
     1142: ("this user may not write the table", "GRANT ALL ON the database TO the user"),
@@ -290,15 +296,30 @@ def _count(conn: pymysql.connections.Connection, target: MysqlTarget, date: str)
 
 
 def read_batches(files: list[Path]) -> Iterator[tuple[pa.RecordBatch, list[str]]]:
-    """Every record batch of the prediction files, at most `BATCH_ROWS` rows each, memory-mapped."""
+    """Every record batch of the prediction files, at most `BATCH_ROWS` rows each, read one at a time
+    (not memory-mapped: a partition of any size costs a batch or two of memory)."""
     for path in files:
-        with pa.memory_map(str(path)) as source:
+        with pa.OSFile(str(path)) as source:
             reader = pa.ipc.open_file(source)
             classes = check_schema(reader.schema, str(path))
             for i in range(reader.num_record_batches):
                 batch = reader.get_batch(i)
                 for start in range(0, batch.num_rows, BATCH_ROWS):
                     yield batch.slice(start, BATCH_ROWS), classes
+
+
+def _with_tsv(
+    batches: Iterator[tuple[pa.RecordBatch, list[str]]], date: str, pool: ThreadPoolExecutor
+) -> Iterator[tuple[pa.RecordBatch, list[str], Future[memoryview]]]:
+    """Each batch with its TSV, built in `pool` while the batch before it loads (pyarrow frees the GIL)."""
+    pending = None
+    for batch, classes in batches:
+        ahead = (batch, classes, pool.submit(batch_tsv, batch, date, classes))
+        if pending is not None:
+            yield pending
+        pending = ahead
+    if pending is not None:
+        yield pending
 
 
 def _replace_date(
@@ -313,12 +334,18 @@ def _replace_date(
 ) -> str:
     """DELETE the date, load every batch, COMMIT: one transaction. Returns the method used."""
     loaded = 0
-    with conn.cursor() as cur, lake.atomic_path(scratch.with_name(f"load-{date}.tsv")) as tsv:
+    with (
+        conn.cursor() as cur,
+        ThreadPoolExecutor(1, thread_name_prefix="mysql-tsv") as pool,
+        # a flocked temporary, as atomic writes use: one left by a killed load is swept by the next write
+        lake.atomic_path(scratch.with_name(f"load-{date}.tsv")) as tsv,
+    ):
         cur.execute(f"DELETE FROM `{target.table}` WHERE `date` = %s", (date,))
-        for batch, classes in read_batches(files):
+        for batch, classes, text in _with_tsv(read_batches(files), date, pool):
             if method != "insert":
                 try:
-                    loaded += _load_infile(cur, target, tsv, batch, date, classes)
+                    tsv.write_bytes(text.result())
+                    loaded += _load_infile(cur, target, tsv, batch)
                     method = "infile"
                     continue
                 except pymysql.MySQLError as e:
@@ -336,16 +363,18 @@ def _replace_date(
     return "insert" if method == "insert" else "infile"
 
 
-def _load_infile(
-    cur: Any, target: MysqlTarget, tsv: Path, batch: pa.RecordBatch, date: str, classes: list[str]
-) -> int:
-    with open(tsv, "wb") as f:
-        f.write(batch_tsv(batch, date, classes))
-    cur.execute(
-        f"LOAD DATA LOCAL INFILE %s INTO TABLE `{target.table}` CHARACTER SET utf8mb4 "
-        f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({_NAMES})",
-        (str(tsv),),
-    )
+def _load_infile(cur: Any, target: MysqlTarget, tsv: Path, batch: pa.RecordBatch) -> int:
+    try:
+        cur.execute(
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE `{target.table}` CHARACTER SET utf8mb4 "
+            f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({_NAMES})",
+            (str(tsv),),
+        )
+    except AttributeError:
+        # pymysql 1.1-1.2 ends a file whose connection was lost by writing to the closed socket (None)
+        if cur.connection.open:
+            raise
+        raise pymysql.err.OperationalError(2013, "Lost connection to server during LOAD DATA") from None
     _check_warnings(cur, target, batch)  # LOCAL turns errors into warnings: the server cannot stop the file
     return cur.rowcount
 

@@ -55,8 +55,13 @@ def check_schema(schema: pa.Schema, where: str) -> list[str]:
 
 
 def _escape(arr: pa.Array, escapes: tuple[tuple[str, str], ...]) -> pa.Array:
+    # Most batches need no escape: look for each byte in the strings' bytes at once (memchr; these
+    # ASCII bytes never occur inside a UTF-8 sequence), rather than string by string (20x slower).
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, len(arr) + 1, arr.offset * 4) if len(arr) else [0]
+    data = arr.buffers()[2]
+    raw_bytes = data.slice(offsets[0], offsets[-1] - offsets[0]).to_pybytes() if data is not None else b""
     for raw, esc in escapes:
-        if pc.any(pc.match_substring(arr, raw)).as_py():  # most batches need none: skip the copy
+        if raw.encode() in raw_bytes:
             arr = pc.replace_substring(arr, raw, esc)
     return arr
 
@@ -70,7 +75,7 @@ def _probs_json(probs: pa.Array, classes: list[str], escapes: tuple[tuple[str, s
         key = json.dumps(name, ensure_ascii=False) + ":"
         for raw, esc in escapes:
             key = key.replace(raw, esc)
-        parts += [("{" if j == 0 else ",") + key, values.take(pa.array(range(j, len(values), k)))]
+        parts += [("{" if j == 0 else ",") + key, values.take(np.arange(j, len(values), k))]
     return pc.binary_join_element_wise(*parts, "}", "")
 
 
@@ -84,7 +89,8 @@ def _fields(
         return pc.binary_join_element_wise(quote, arr, quote, "") if quote else arr
 
     col = batch.column
-    stamp = pc.strftime(col("scored_at"), format="%Y-%m-%d %H:%M:%S")  # with microseconds: `us` unit
+    # UTC wall time `2026-01-04 02:00:00.123456` (the cast keeps the UTC values; 30x faster than strftime)
+    stamp = col("scored_at").cast(pa.timestamp("us")).cast(pa.string())
     return [
         f"{quote}{date}{quote}",
         text(col("id")),

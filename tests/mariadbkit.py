@@ -115,7 +115,7 @@ def write_predictions(
     batch_rows: int = 65_536,
     seed: int = 0,
 ) -> dict:
-    """A predictions partition as `score_partition` publishes it (schema v1, shards, manifest), for `texts`."""
+    """A predictions partition of `texts` as `score_partition` publishes it (schema v1, shards, manifest)."""
     rng = np.random.default_rng(seed)
     n = len(texts)
     probs = rng.dirichlet(np.ones(len(CLASSES)), size=n)
@@ -143,7 +143,7 @@ def write_predictions(
     return manifest
 
 
-def _batch(schema, texts, probs, label_id, a, b, version) -> pa.RecordBatch:  # noqa: ANN001
+def _batch(schema, texts, probs, label_id, a, b, version) -> pa.RecordBatch:
     us = int(SCORED_AT.timestamp() * 1_000_000)
     return pa.RecordBatch.from_arrays(
         [

@@ -139,7 +139,8 @@ def main() -> int:
         for name, rs in runs.items():
             s = statistics.median(x for x, _ in rs)
             rss = max(r for _, r in rs)
-            print(f"{name:28} {s:8.2f} {args.rows / s:10,.0f} {rss:12.0f} {client / s:9.2f}x")
+            shown = "-" if rss != rss else f"{rss:.0f}"  # nan: the client's is not measured
+            print(f"{name:28} {s:8.2f} {args.rows / s:10,.0f} {shown:>12} {client / s:9.2f}x")
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pipeline import export, ingest, lake, score, sink_mysql, storage
@@ -71,40 +72,38 @@ def _ingest_result(date: str, m: dict[str, Any] | None, *, skipped: bool, second
 
 
 def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | None = None) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    with storage.storage_errors(data.root, f"scoring {date}"), lake.locked(data, f"date-{date}"):
-        m = score.score_partition(data, date, cfg, model_version=model)
-    return {
-        "date": date,
-        "rows": m["rows"],
-        "model_version": m["model_version"],
-        "skipped": m["skipped"],
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    def work() -> dict[str, Any]:
+        return score.score_partition(data, date, cfg, model_version=model)
+
+    return _step(data, date, f"scoring {date}", work, ("rows", "model_version"))
 
 
 def export_date(data: lake.DataDir, date: str, fmt: str = "ndjson") -> dict[str, Any]:
-    t0 = time.perf_counter()
-    with storage.storage_errors(data.root, f"exporting {date}"), lake.locked(data, f"date-{date}"):
-        m = export.export_partition(data, date, fmt=fmt)  # type: ignore[arg-type]
-    return {
-        "date": date,
-        "rows": m["rows"],
-        "path": m["path"],
-        "skipped": m["skipped"],
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    def work() -> dict[str, Any]:
+        return export.export_partition(data, date, fmt=fmt)  # type: ignore[arg-type]
+
+    return _step(data, date, f"exporting {date}", work, ("rows", "path"))
 
 
 def load_date(data: lake.DataDir, date: str, url: str) -> dict[str, Any]:
     """Load the date's predictions into the MySQL table of `url` (`sink_mysql`); skip if it holds them."""
+
+    def work() -> dict[str, Any]:
+        return sink_mysql.load_partition(data, date, url)
+
+    return _step(data, date, f"loading {date} into MySQL", work, ("rows", "table"))
+
+
+def _step(
+    data: lake.DataDir, date: str, doing: str, work: Callable[[], dict[str, Any]], keys: tuple[str, ...]
+) -> dict[str, Any]:
+    """`work` under the date's lock, storage errors said as such; its `keys`, whether it skipped, seconds."""
     t0 = time.perf_counter()
-    with storage.storage_errors(data.root, f"loading {date} into MySQL"), lake.locked(data, f"date-{date}"):
-        m = sink_mysql.load_partition(data, date, url)
+    with storage.storage_errors(data.root, doing), lake.locked(data, f"date-{date}"):
+        m = work()
     return {
         "date": date,
-        "rows": m["rows"],
-        "table": m["table"],
+        **{k: m[k] for k in keys},
         "skipped": m["skipped"],
         "seconds": round(time.perf_counter() - t0, 3),
     }

@@ -47,7 +47,7 @@ RETRIES = 3  # attempts of a whole load when the connection is lost or the serve
 BATCH_ROWS = 65_536  # rows per LOAD DATA statement (one temporary TSV of this many rows at a time)
 INSERT_BYTES = 4 << 20  # bytes per INSERT statement; below MariaDB's and MySQL's default max_allowed_packet
 _TRANSIENT = {1205, 1213, 2006, 2013}  # lock wait timeout, deadlock, server gone away, lost connection
-_NO_LOCAL_INFILE = {1148, 2068, 3948}  # the server or client forbids LOAD DATA LOCAL
+_NO_LOCAL_INFILE = {1148, 2068, 3948, 4166}  # the server or client forbids LOAD DATA LOCAL (MySQL, MariaDB)
 _NAME_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 # strict: a bad value is an error, not a warning; backslash escapes on (sink_rows relies on them)
 _SESSION = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'"
@@ -345,7 +345,7 @@ def _replace_date(
             if method != "insert":
                 try:
                     tsv.write_bytes(text.result())
-                    loaded += _load_infile(cur, target, tsv, batch)
+                    loaded += _load_infile(cur, target, tsv)
                     method = "infile"
                     continue
                 except pymysql.MySQLError as e:
@@ -363,7 +363,7 @@ def _replace_date(
     return "insert" if method == "insert" else "infile"
 
 
-def _load_infile(cur: Any, target: MysqlTarget, tsv: Path, batch: pa.RecordBatch) -> int:
+def _load_infile(cur: Any, target: MysqlTarget, tsv: Path) -> int:
     try:
         cur.execute(
             f"LOAD DATA LOCAL INFILE %s INTO TABLE `{target.table}` CHARACTER SET utf8mb4 "
@@ -375,7 +375,7 @@ def _load_infile(cur: Any, target: MysqlTarget, tsv: Path, batch: pa.RecordBatch
         if cur.connection.open:
             raise
         raise pymysql.err.OperationalError(2013, "Lost connection to server during LOAD DATA") from None
-    _check_warnings(cur, target, batch)  # LOCAL turns errors into warnings: the server cannot stop the file
+    _check_warnings(cur, target)  # LOCAL turns errors into warnings: the server cannot stop the file
     return cur.rowcount
 
 
@@ -396,7 +396,7 @@ def _load_insert(cur: Any, target: MysqlTarget, batch: pa.RecordBatch, date: str
     return loaded
 
 
-def _check_warnings(cur: Any, target: MysqlTarget, batch: pa.RecordBatch) -> None:
+def _check_warnings(cur: Any, target: MysqlTarget) -> None:
     if not cur.warning_count:
         return
     cur.execute("SHOW WARNINGS LIMIT 3")

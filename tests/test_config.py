@@ -39,6 +39,6 @@ def test_export_section_takes_a_mysql_url_and_refuses_one_with_a_password():
     url = "mysql://loader@db.example:3307/reports?table=nightly"
     assert load_config(None, [f"export.mysql_url={url}"]).export.mysql_url == url
     assert PipelineConfig().export.mysql_url == ""
-    with pytest.raises(ConfigError, match="export.mysql_url: the mysql:// URL holds a password") as e:
+    with pytest.raises(ConfigError, match=r"export\.mysql_url: the mysql:// URL holds a password") as e:
         load_config(None, ["export.mysql_url=mysql://loader:hunter2@db/reports"])
     assert "hunter2" not in str(e.value)

@@ -84,6 +84,19 @@ def test_text_round_trips_byte_for_byte_and_every_field_is_kept(sink, data, meth
     assert collation.strip() == "utf8mb4_bin"
 
 
+def test_a_server_without_local_files_gets_inserts_and_an_empty_date_empties_the_date(sink, data):
+    write_predictions(data, DATE, ["a", "b", "c"])
+    sink.sql("SET GLOBAL local_infile = 0", database="mysql")
+    try:
+        m = sink_mysql.load_partition(data, DATE, sink.table_url)
+    finally:
+        sink.sql("SET GLOBAL local_infile = 1", database="mysql")
+    assert (m["method"], len(loaded_rows(sink, DATE, sink.table))) == ("insert", 3)
+    write_predictions(data, DATE, [], model_version="m2")
+    assert sink_mysql.load_partition(data, DATE, sink.table_url)["rows"] == 0
+    assert loaded_rows(sink, DATE, sink.table) == []
+
+
 def test_second_load_changes_nothing_and_a_new_model_reloads_the_date(sink, data):
     write_predictions(data, DATE, [f"text {i}" for i in range(300)])
     write_predictions(data, "2026-01-05", ["other day"])
@@ -193,7 +206,7 @@ def test_refusals_are_one_clear_line_and_exit_1_and_never_show_the_password(sink
          "probs, model_version, scored_at; unexpected extra; `text` is text, expected MEDIUMTEXT)"),
         (sink.url(table="fresh"), "wrong-password", 1, "the login was refused (1045"),
         (sink.url(user="nobody"), None, 1, "the login was refused (1045"),
-        (sink.url(database="no_such_db"), None, 1, "the database does not exist, or this user may not use it"),
+        (sink.url(database="no_such_db"), None, 1, "the database does not exist, or this user may not"),
     ]  # fmt: skip
     caplog.set_level(logging.DEBUG)
     for url, password, code, said in cases:

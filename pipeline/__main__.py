@@ -192,10 +192,13 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         )
 
     mysql_url = None
-    if args.command in ("run", "backfill") and args.config:  # checked before Prefect starts
+    if args.command in ("run", "backfill"):  # config and $PIPELINE_MYSQL_URL checked before Prefect starts
         from pipeline.config import load_config
 
         mysql_url = load_config(args.config).export.mysql_url or None
+        url = sink_mysql.resolve_url(mysql_url)
+        if url:
+            sink_mysql.parse_url(url)
     if args.command == "ingest":  # options and files checked before Prefect starts: errors come fast
         ingest_cfg = ingest.ingest_config_from_args(args)
         ingest.check_sources(args.sources, ingest_cfg)

@@ -74,20 +74,20 @@ class MysqlTarget:
 
 def parse_url(url: str) -> MysqlTarget:
     """`mysql://USER@HOST[:PORT]/DATABASE[?table=NAME&unix_socket=PATH&defaults_file=PATH]`."""
+    u = urlsplit(url)
+    if u.password is not None:  # said without echoing the URL: it holds the password
+        msg = (
+            "the mysql:// URL holds a password, which would show in `ps`, logs and run records; "
+            "hint: set PIPELINE_MYSQL_PASSWORD or put it in a MySQL option file's [client] section"
+        )
+        raise SinkError(msg)
     try:
-        u = urlsplit(url)
         port = u.port or 3306
     except ValueError as e:
         msg = f"not a mysql:// URL ({e}); expected mysql://USER@HOST[:PORT]/DATABASE[?table=NAME]"
         raise SinkError(msg) from None
     if u.scheme != "mysql":
         msg = "expected a URL mysql://USER@HOST[:PORT]/DATABASE[?table=NAME&unix_socket=PATH]"
-        raise SinkError(msg)
-    if u.password is not None:  # said without echoing the URL: it holds the password
-        msg = (
-            "the mysql:// URL holds a password, which would show in `ps`, logs and run records; "
-            "hint: set PIPELINE_MYSQL_PASSWORD or put it in a MySQL option file's [client] section"
-        )
         raise SinkError(msg)
     query = parse_qs(u.query, keep_blank_values=True)
     unknown = sorted(set(query) - {"table", "unix_socket", "defaults_file"})

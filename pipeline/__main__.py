@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, ingest, lake, score, sink_mysql, storage
+from pipeline import __version__, ingest, lake, mysql_client, score, storage
 from pipeline.errors import InputError, PipelineError
 
 
@@ -56,7 +56,7 @@ def _model_name(value: str) -> str:
 
 def _mysql_url(value: str) -> str:
     try:
-        sink_mysql.parse_url(value)  # its errors never repeat the URL: it may hold a password
+        mysql_client.parse_url(value)  # its errors never repeat the URL: it may hold a password
     except PipelineError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return value
@@ -196,9 +196,9 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         from pipeline.config import load_config
 
         mysql_url = load_config(args.config).export.mysql_url or None
-        url = sink_mysql.resolve_url(mysql_url)
+        url = mysql_client.resolve_url(mysql_url)
         if url:
-            sink_mysql.parse_url(url)
+            mysql_client.parse_url(url)
     if args.command == "ingest":  # options and files checked before Prefect starts: errors come fast
         ingest_cfg = ingest.ingest_config_from_args(args)
         ingest.check_sources(args.sources, ingest_cfg)

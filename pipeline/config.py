@@ -52,12 +52,12 @@ class ScoreConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     # where `run` / `backfill` also load predictions: mysql://USER@HOST[:PORT]/DATABASE[?table=NAME];
-    # "" = nowhere. $PIPELINE_MYSQL_URL wins over it. Never a password (see pipeline/sink_mysql.py).
+    # "" = nowhere. $PIPELINE_MYSQL_URL wins over it. Never a password (see pipeline/mysql_client.py).
     mysql_url: str = ""
 
     def __post_init__(self) -> None:
         if self.mysql_url:
-            from pipeline.sink_mysql import parse_url  # pymysql only when a URL is given
+            from pipeline.mysql_client import parse_url  # pymysql only when a URL is given
 
             try:
                 parse_url(self.mysql_url)

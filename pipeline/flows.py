@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from pipeline import corpus, demo, lake, nightly, sink_mysql, storage
+from pipeline import corpus, demo, lake, mysql_client, nightly, storage
 from pipeline import evaluate as evaluate_stage
 from pipeline import ingest as ingest_stage
 from pipeline import train as train_stage
@@ -199,7 +199,7 @@ def nightly_flow(root: str, date: str | None = None, mysql_url: str | None = Non
     into MySQL when `$PIPELINE_MYSQL_URL` or `mysql_url` (`[export] mysql_url`) names a table."""
     t0 = time.perf_counter()
     date = lake.parse_date(date or dt.datetime.now(dt.UTC).date().isoformat())
-    url = sink_mysql.resolve_url(mysql_url)
+    url = mysql_client.resolve_url(mysql_url)
     day = {
         "date": date,
         "ingest": ingest_date_task(root, date),
@@ -215,7 +215,7 @@ def nightly_flow(root: str, date: str | None = None, mysql_url: str | None = Non
 def backfill_flow(root: str, start: str, end: str, mysql_url: str | None = None) -> dict[str, Any]:
     """The nightly job for every date in [start, end]; dates run concurrently on the flow's task runner."""
     t0 = time.perf_counter()
-    url = sink_mysql.resolve_url(mysql_url)
+    url = mysql_client.resolve_url(mysql_url)
     chains = []
     for date in lake.date_range(start, end):
         i = ingest_date_task.submit(root, date)

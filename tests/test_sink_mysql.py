@@ -16,7 +16,7 @@ import pytest
 from crashkit import build_seed
 from mariadbkit import DATABASE, PASSWORD, loaded_rows, missing_binaries, start_server, write_predictions
 
-from pipeline import corpus, lake, sink_mysql
+from pipeline import corpus, lake, mysql_client, sink_mysql
 from pipeline.__main__ import main
 from pipeline.errors import SinkError
 
@@ -178,12 +178,12 @@ def test_a_lost_connection_is_retried_then_given_up(sink, data, monkeypatch, cap
         sink.sql(f"KILL CONNECTION {_wait_mid_load(sink, sink.table, model)}", database="mysql")
 
     for retries, ok, model in ((3, True, "m1"), (1, False, "m2")):
-        monkeypatch.setattr(sink_mysql, "RETRIES", retries)
+        monkeypatch.setattr(mysql_client, "RETRIES", retries)
         if model == "m2":
             write_predictions(data, DATE, [f"row {i}" for i in range(n)], batch_rows=2048, model_version="m2")
         killer = threading.Thread(target=kill_once, args=(model,))
         killer.start()
-        with caplog.at_level(logging.WARNING, logger="pipeline.sink_mysql"):
+        with caplog.at_level(logging.WARNING, logger="pipeline.mysql_client"):
             if ok:
                 assert sink_mysql.load_partition(data, DATE, sink.table_url)["rows"] == n
                 assert "attempt 2 of 3" in caplog.text

@@ -4,7 +4,8 @@
 
 Connecting (the URL; the password from `$PIPELINE_MYSQL_PASSWORD` or an option file, never the URL;
 errors; retries) is `mysql_client.py`. The table (default `predictions`) is created when absent,
-utf8mb4 throughout, one column per field of predictions schema v1 plus `date`, primary key `(date, id)`. A table with other columns is refused, naming the difference.
+utf8mb4 throughout, one column per field of predictions schema v1 plus `date`, primary key `(date, id)`.
+A table with other columns is refused, naming the difference.
 
 A load deletes the date's rows, streams the prediction files in and commits: one transaction, so a
 reader sees the previous night or the new one, never half, and a load killed midway is rolled back by

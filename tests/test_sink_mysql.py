@@ -213,6 +213,7 @@ def test_refusals_are_one_clear_line_and_exit_1_and_never_show_the_password(sink
         os.environ["PIPELINE_MYSQL_PASSWORD"] = password or PASSWORD
         assert main(["--data-dir", root, "export", "--date", DATE, "--to", url]) == code, url
         out, err = capsys.readouterr()
+        assert PASSWORD not in out + err  # Prefect's log lines included
         if code:
             last = err.strip().splitlines()[-1]  # what `main` prints after Prefect's own log lines
             assert last.startswith("pipeline: error: MySQL ") and said in last and "hint:" in last, err

@@ -19,13 +19,14 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration testdata fuzz torture clean distclean nightly backfill serve
+.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration bench-mysql testdata fuzz torture clean distclean nightly backfill serve
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
 	@echo "make test      run the Python and Go test suites"
 	@echo "make lint      ruff, gofmt, go vet"
 	@echo "make bench     benchmarks (prints ratios measured side by side)"
+	@echo "make bench-mysql  load 1M predictions into a throwaway MariaDB beside the mariadb client's LOAD DATA"
 	@echo "make fuzz      fuzz go-exporter for FUZZTIME (default 60s)"
 	@echo "make torture   kill a backfill TORTURE_KILLS times (default 20), resume, compare [TORTURE_SEED=N]"
 	@echo "make testdata  regenerate go-exporter's pipeline-written test files"
@@ -117,6 +118,10 @@ serve:
 
 bench-orchestration: setup
 	$(PY) benchmarks/bench_orchestration.py
+
+# Needs Debian's mariadb-server and mariadb-client (not part of `make bench`, which needs neither).
+bench-mysql: setup
+	$(PY) benchmarks/bench_mysql.py
 
 clean:
 	rm -rf go-exporter/bin .pytest_cache .ruff_cache data/.prefect

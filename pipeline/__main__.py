@@ -5,12 +5,16 @@
     pipeline [--data-dir DIR] train [--start DATE --end DATE] [--config FILE] [--set KEY=VALUE ...]
     pipeline [--data-dir DIR] score --date YYYY-MM-DD [--model VERSION]
     pipeline [--data-dir DIR] evaluate --date YYYY-MM-DD [--model VERSION]
-    pipeline [--data-dir DIR] export --date YYYY-MM-DD [--format ndjson|json]
-    pipeline [--data-dir DIR] run --date YYYY-MM-DD
+    pipeline [--data-dir DIR] export --date YYYY-MM-DD [--format ndjson|json] [--to mysql://USER@HOST/DB]
+    pipeline [--data-dir DIR] run --date YYYY-MM-DD [--config FILE]
     pipeline [--data-dir DIR] backfill --start DATE --end DATE [--runner local|processes|dask[=ADDRESS]]
+                                       [--config FILE]
     pipeline [--data-dir DIR] serve [--cron "0 2 * * *"]
     pipeline [--data-dir DIR] models
     pipeline [--data-dir DIR] models export [VERSION] [--format onnx|pt2] [--out DIR]
+
+`--to` and `[export] mysql_url` / `$PIPELINE_MYSQL_URL` load into MySQL (pipeline/sink_mysql.py); the
+password comes from `$PIPELINE_MYSQL_PASSWORD` or a MySQL option file, never from the command line.
 
 Exit codes: 0 done, 1 a pipeline error (bad input, missing model, failed export), 2 usage.
 """
@@ -25,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, ingest, lake, score, storage
+from pipeline import __version__, ingest, lake, mysql_client, score, storage
 from pipeline.errors import InputError, PipelineError
 
 
@@ -49,6 +53,20 @@ def _model_name(value: str) -> str:
         return lake.check_name(value, "model")
     except InputError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _mysql_url(value: str) -> str:
+    try:
+        mysql_client.parse_url(value)  # its errors never repeat the URL: it may hold a password
+    except PipelineError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="TOML file; its [export] mysql_url also loads into MySQL (see README)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,9 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="prediction files of a date -> PredictionResult JSON (go-exporter)")
     s.add_argument("--date", type=_date, required=True)
     s.add_argument("--format", choices=["ndjson", "json"], default="ndjson")
+    s.add_argument(
+        "--to",
+        type=_mysql_url,
+        metavar="mysql://USER@HOST[:PORT]/DATABASE[?table=NAME&unix_socket=PATH]",
+        help="load into this MySQL/MariaDB table instead; password: $PIPELINE_MYSQL_PASSWORD or option file",
+    )
 
-    s = sub.add_parser("run", help="the nightly job: ingest raw/<date>/, score, export")
+    s = sub.add_parser("run", help="the nightly job: ingest raw/<date>/, score, export [, load into MySQL]")
     s.add_argument("--date", type=_date, required=True)
+    _add_config(s)
 
     s = sub.add_parser("backfill", help="run the nightly job for each date in a range")
     s.add_argument("--start", type=_date, required=True)
@@ -111,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="local (threads), processes, dask (a local cluster) or dask=ADDRESS (an existing cluster)",
     )
     s.add_argument("--concurrency", type=int, default=2, help="dates in flight at once (default 2)")
+    _add_config(s)
 
     s = sub.add_parser("serve", help="serve the nightly deployment on a schedule (needs a Prefect server)")
     s.add_argument("--cron", default="0 2 * * *", help="schedule, cron syntax (default: 02:00 every day)")
@@ -176,6 +202,14 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
             for r in rows
         )
 
+    mysql_url = None
+    if args.command in ("run", "backfill"):  # config and $PIPELINE_MYSQL_URL checked before Prefect starts
+        from pipeline.config import load_config
+
+        mysql_url = load_config(args.config).export.mysql_url or None
+        url = mysql_client.resolve_url(mysql_url)
+        if url:
+            mysql_client.parse_url(url)
     if args.command == "ingest":  # options and files checked before Prefect starts: errors come fast
         ingest_cfg = ingest.ingest_config_from_args(args)
         ingest.check_sources(args.sources, ingest_cfg)
@@ -207,11 +241,14 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
             m, ["date", "model_version", "rows", "accuracy", "macro_f1", "rows_unknown_label", "path"]
         )
     if args.command == "export":
-        return _brief(flows.export_flow(root, args.date, args.format), ["date", "rows", "path", "skipped"])
+        m = flows.export_flow(root, args.date, args.format, args.to)
+        return _brief(m, ["date", "rows", "table" if args.to else "path", "skipped"])
     if args.command == "run":
-        return _table(flows.nightly_flow(root, args.date))
+        return _table(flows.nightly_flow(root, args.date, mysql_url))
     if args.command == "backfill":
-        m = flows.run_backfill(root, args.start, args.end, runner=args.runner, concurrency=args.concurrency)
+        m = flows.run_backfill(
+            root, args.start, args.end, runner=args.runner, concurrency=args.concurrency, mysql_url=mysql_url
+        )
         return _table(m)
     if args.command == "serve":
         flows.serve_nightly(root, cron=args.cron, name=args.name)

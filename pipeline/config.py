@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.model import ModelConfig
 from pipeline.vocab import VocabConfig
 
@@ -50,11 +50,28 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    # where `run` / `backfill` also load predictions: mysql://USER@HOST[:PORT]/DATABASE[?table=NAME];
+    # "" = nowhere. $PIPELINE_MYSQL_URL wins over it. Never a password (see pipeline/mysql_client.py).
+    mysql_url: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mysql_url:
+            from pipeline.mysql_client import parse_url  # pymysql only when a URL is given
+
+            try:
+                parse_url(self.mysql_url)
+            except PipelineError as e:
+                raise ConfigError(f"export.mysql_url: {e}") from None
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:

@@ -23,3 +23,7 @@ class ExportError(PipelineError):
 
 class StorageError(PipelineError):
     """The data directory's file system is full, read-only or not writable (nothing was half-published)."""
+
+
+class SinkError(PipelineError):
+    """A database refused a load: login, missing database, mismatched table, read-only or full server."""

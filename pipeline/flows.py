@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from pipeline import corpus, demo, lake, nightly, storage
+from pipeline import corpus, demo, lake, mysql_client, nightly, storage
 from pipeline import evaluate as evaluate_stage
 from pipeline import ingest as ingest_stage
 from pipeline import train as train_stage
@@ -96,6 +96,11 @@ def export_task(root: str, date: str, fmt: str) -> dict[str, Any]:
     return nightly.export_date(_data(root), date, fmt)
 
 
+@task(name="load-mysql", cache_policy=NO_CACHE)  # the sink retries a lost connection itself
+def mysql_task(root: str, date: str, url: str) -> dict[str, Any]:
+    return nightly.load_date(_data(root), date, url)
+
+
 @task(name="generate-corpus", cache_policy=NO_CACHE)
 def corpus_task(root: str) -> list[str]:
     return [str(p) for p in corpus.generate_corpus(_data(root))]
@@ -163,8 +168,9 @@ def evaluate_flow(root: str, date: str, model: str | None = None) -> dict[str, A
 
 
 @flow(name="export")
-def export_flow(root: str, date: str, fmt: str = "ndjson") -> dict[str, Any]:
-    return export_task(root, date, fmt)
+def export_flow(root: str, date: str, fmt: str = "ndjson", to: str | None = None) -> dict[str, Any]:
+    """JSON files under `exports/` (go-exporter), or with `to` a `mysql://` URL, rows of that table."""
+    return mysql_task(root, date, to) if to else export_task(root, date, fmt)
 
 
 def _run_id() -> str:
@@ -188,35 +194,42 @@ def _publish_summary(
 
 
 @flow(name="nightly")
-def nightly_flow(root: str, date: str | None = None) -> dict[str, Any]:
-    """Ingest `raw/<date>/` (default: today, UTC), score with the `latest` model, export."""
+def nightly_flow(root: str, date: str | None = None, mysql_url: str | None = None) -> dict[str, Any]:
+    """Ingest `raw/<date>/` (default: today, UTC), score with the `latest` model, export; also load
+    into MySQL when `$PIPELINE_MYSQL_URL` or `mysql_url` (`[export] mysql_url`) names a table."""
     t0 = time.perf_counter()
     date = lake.parse_date(date or dt.datetime.now(dt.UTC).date().isoformat())
+    url = mysql_client.resolve_url(mysql_url)
     day = {
         "date": date,
         "ingest": ingest_date_task(root, date),
         "score": score_task(root, date, ScoreConfig(), None),
         "export": export_task(root, date, "ndjson"),
     }
+    if url:
+        day["mysql"] = mysql_task(root, date, url)
     return _publish_summary(root, "nightly", [day], t0)
 
 
 @flow(name="backfill")
-def backfill_flow(root: str, start: str, end: str) -> dict[str, Any]:
+def backfill_flow(root: str, start: str, end: str, mysql_url: str | None = None) -> dict[str, Any]:
     """The nightly job for every date in [start, end]; dates run concurrently on the flow's task runner."""
     t0 = time.perf_counter()
+    url = mysql_client.resolve_url(mysql_url)
     chains = []
     for date in lake.date_range(start, end):
         i = ingest_date_task.submit(root, date)
         s = score_task.submit(root, date, ScoreConfig(), None, wait_for=[i])
         e = export_task.submit(root, date, "ndjson", wait_for=[s])
-        chains.append((date, i, s, e))
+        m = [mysql_task.submit(root, date, url, wait_for=[s])] if url else []
+        chains.append((date, [i, s, e, *m]))
     days, failed = [], []
-    for d, i, s, e in chains:  # a failing date does not stop the others; it is listed, then raised
+    for d, futures in chains:  # a failing date does not stop the others; it is listed, then raised
         try:
-            days.append({"date": d, "ingest": i.result(), "score": s.result(), "export": e.result()})
+            stages = zip((*nightly.STAGES, "mysql"), futures, strict=False)  # "mysql" only with a URL
+            days.append({"date": d} | {k: f.result() for k, f in stages})
         except Exception as exc:
-            failed.append({"date": d, "error": _first_error(i, s, e, exc)})
+            failed.append({"date": d, "error": _first_error(*futures, exc)})
     summary = _publish_summary(root, "backfill", days, t0, failed)
     if failed:
         listed = "; ".join(f"{f['date']}: {f['error']}" for f in failed)
@@ -237,10 +250,16 @@ def _first_error(*futures_and_fallback: Any) -> str:
 
 
 def run_backfill(
-    root: str, start: str, end: str, *, runner: str = "local", concurrency: int = 2
+    root: str,
+    start: str,
+    end: str,
+    *,
+    runner: str = "local",
+    concurrency: int = 2,
+    mysql_url: str | None = None,
 ) -> dict[str, Any]:
     return backfill_flow.with_options(task_runner=make_task_runner(runner, concurrency=concurrency))(
-        root, start, end
+        root, start, end, mysql_url
     )
 
 

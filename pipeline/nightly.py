@@ -14,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from pipeline import export, ingest, lake, score, storage
+from pipeline import export, ingest, lake, score, sink_mysql, storage
 from pipeline.config import ScoreConfig
 
 log = logging.getLogger(__name__)
+STAGES = ("ingest", "score", "export")
 
 
 def ingest_date(data: lake.DataDir, date: str) -> dict[str, Any]:
@@ -70,26 +72,38 @@ def _ingest_result(date: str, m: dict[str, Any] | None, *, skipped: bool, second
 
 
 def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | None = None) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    with storage.storage_errors(data.root, f"scoring {date}"), lake.locked(data, f"date-{date}"):
-        m = score.score_partition(data, date, cfg, model_version=model)
-    return {
-        "date": date,
-        "rows": m["rows"],
-        "model_version": m["model_version"],
-        "skipped": m["skipped"],
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    def work() -> dict[str, Any]:
+        return score.score_partition(data, date, cfg, model_version=model)
+
+    return _step(data, date, f"scoring {date}", work, ("rows", "model_version"))
 
 
 def export_date(data: lake.DataDir, date: str, fmt: str = "ndjson") -> dict[str, Any]:
+    def work() -> dict[str, Any]:
+        return export.export_partition(data, date, fmt=fmt)  # type: ignore[arg-type]
+
+    return _step(data, date, f"exporting {date}", work, ("rows", "path"))
+
+
+def load_date(data: lake.DataDir, date: str, url: str) -> dict[str, Any]:
+    """Load the date's predictions into the MySQL table of `url` (`sink_mysql`); skip if it holds them."""
+
+    def work() -> dict[str, Any]:
+        return sink_mysql.load_partition(data, date, url)
+
+    return _step(data, date, f"loading {date} into MySQL", work, ("rows", "table"))
+
+
+def _step(
+    data: lake.DataDir, date: str, doing: str, work: Callable[[], dict[str, Any]], keys: tuple[str, ...]
+) -> dict[str, Any]:
+    """`work` under the date's lock, storage errors said as such; its `keys`, whether it skipped, seconds."""
     t0 = time.perf_counter()
-    with storage.storage_errors(data.root, f"exporting {date}"), lake.locked(data, f"date-{date}"):
-        m = export.export_partition(data, date, fmt=fmt)  # type: ignore[arg-type]
+    with storage.storage_errors(data.root, doing), lake.locked(data, f"date-{date}"):
+        m = work()
     return {
         "date": date,
-        "rows": m["rows"],
-        "path": m["path"],
+        **{k: m[k] for k in keys},
         "skipped": m["skipped"],
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -106,13 +120,20 @@ def summarize_run(
     *,
     failed: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """One record per date with the rows in and out of each stage; failed dates; totals; wall time."""
+    """One record per date with the rows in and out of each stage; failed dates; totals; wall time.
+
+    A date loaded into MySQL has a `mysql` stage too; `rows_loaded` counts its rows (0 without one).
+    """
     for d in days:
         kept, scored, exported = d["ingest"]["rows_kept"], d["score"]["rows"], d["export"]["rows"]
-        if not (kept == scored == exported):
-            msg = f"{d['date']}: counts do not add up: kept {kept}, scored {scored}, exported {exported}"
+        loaded = d["mysql"]["rows"] if "mysql" in d else exported
+        if not (kept == scored == exported == loaded):
+            msg = (
+                f"{d['date']}: counts do not add up: kept {kept}, scored {scored}, exported {exported}, "
+                f"loaded {loaded}"
+            )
             raise AssertionError(msg)
-    stage_seconds = sum(d[s]["seconds"] for d in days for s in ("ingest", "score", "export"))
+    stage_seconds = sum(d[s]["seconds"] for d in days for s in (*STAGES, "mysql") if s in d)
     return {
         "run": run_id,
         "flow": flow,
@@ -127,7 +148,8 @@ def summarize_run(
                 "rows_scored": ("score", "rows"),
                 "rows_exported": ("export", "rows"),
             }.items()
-        },
+        }
+        | {"rows_loaded": sum(d["mysql"]["rows"] for d in days if "mysql" in d)},
         "seconds": {"wall": round(seconds, 3), "stages": round(stage_seconds, 3)},
     }
 
@@ -143,11 +165,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     def mark(step: dict[str, Any]) -> str:
         return " (up to date)" if step["skipped"] else ""
 
+    mysql = any("mysql" in d for d in summary["dates"])  # the MySQL columns only when a date was loaded
     lines = [
         f"# {summary['flow']} run {summary['run']}",
         "",
-        "| date | ingested | quarantined | scored | exported | model | ingest s | score s | export s |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        "| date | ingested | quarantined | scored | exported | model | ingest s | score s | export s |"
+        + (" loaded | load s |" if mysql else ""),
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|" + ("---:|---:|" if mysql else ""),
     ]
     for d in summary["dates"]:
         i, s, e = d["ingest"], d["score"], d["export"]
@@ -156,13 +180,17 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             f"{e['rows']}{mark(e)} | {s['model_version']} | {i['seconds']:.2f} | {s['seconds']:.2f} | "
             f"{e['seconds']:.2f} |"
         )
+        if mysql:
+            m = d.get("mysql")
+            lines[-1] += f" {m['rows']}{mark(m)} | {m['seconds']:.2f} |" if m else " | |"
     for f in summary.get("failed", []):
         lines.append(f"| {f['date']} | FAILED: {f['error'].replace('|', '/')} | | | | | | | |")
     t = summary["totals"]
+    loaded = f", {t['rows_loaded']} loaded into MySQL" if mysql else ""
     lines += [
         "",
         f"Totals: {t['rows_ingested']} ingested, {t['rows_quarantined']} quarantined, "
-        f"{t['rows_scored']} scored, {t['rows_exported']} exported. Wall {summary['seconds']['wall']:.1f} s, "
-        f"of which {summary['seconds']['stages']:.1f} s in the stages.",
+        f"{t['rows_scored']} scored, {t['rows_exported']} exported{loaded}. Wall "
+        f"{summary['seconds']['wall']:.1f} s, of which {summary['seconds']['stages']:.1f} s in the stages.",
     ]
     return "\n".join(lines)

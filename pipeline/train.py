@@ -312,6 +312,7 @@ def train(
     vocab = build_vocab(df.lazy().select("text"), cfg.vocab)
     labels = sorted(labelled["label"].unique().to_list())
     resolved = to_dict(cfg)
+    del resolved["export"]  # where predictions are loaded is no part of the model (nor of its version)
     version = lake.sha256_json(
         {"lake": [sha for _, _, sha in files], "vocab": vocab.version, "config": resolved, "labels": labels}
     )[:12]

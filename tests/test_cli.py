@@ -46,3 +46,20 @@ def test_pipeline_errors_exit_1_with_the_file_named(tmp_path, capsys):
     )
     assert code == 1
     assert "missing.csv: no such file" in capsys.readouterr().err
+
+
+def test_a_bad_mysql_url_fails_run_and_backfill_before_anything_runs(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[export]\nmysql_url = "postgres://loader@db/reports"\n')
+    run = ["--data-dir", str(tmp_path / "data"), "run", "--date", "2026-01-01"]
+    assert main([*run, "--config", str(cfg)]) == 1
+    assert "export.mysql_url: expected a URL mysql://" in capsys.readouterr().err
+    monkeypatch.setenv("PIPELINE_MYSQL_URL", "mysql://loader:hunter2@db/reports")
+    assert (
+        main(
+            ["--data-dir", str(tmp_path / "data"), "backfill", "--start", "2026-01-01", "--end", "2026-01-02"]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "holds a password" in err and "hunter2" not in err

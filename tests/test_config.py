@@ -33,3 +33,12 @@ def test_bad_toml_names_the_file(tmp_path):
     f.write_text("[model\n")
     with pytest.raises(ConfigError, match=r"c\.toml: not valid TOML"):
         load_config(f)
+
+
+def test_export_section_takes_a_mysql_url_and_refuses_one_with_a_password():
+    url = "mysql://loader@db.example:3307/reports?table=nightly"
+    assert load_config(None, [f"export.mysql_url={url}"]).export.mysql_url == url
+    assert PipelineConfig().export.mysql_url == ""
+    with pytest.raises(ConfigError, match=r"export\.mysql_url: the mysql:// URL holds a password") as e:
+        load_config(None, ["export.mysql_url=mysql://loader:hunter2@db/reports"])
+    assert "hunter2" not in str(e.value)

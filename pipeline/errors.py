@@ -23,3 +23,7 @@ class ExportError(PipelineError):
 
 class StorageError(PipelineError):
     """The data directory's file system is full, read-only or not writable (nothing was half-published)."""
+
+
+class DriftError(PipelineError):
+    """A night's predictions drifted past the `[report]` thresholds and `report.fail_on_drift` is set."""

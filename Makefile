@@ -19,7 +19,7 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration testdata fuzz torture clean distclean nightly backfill serve
+.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration bench-report testdata fuzz torture clean distclean nightly backfill serve
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
@@ -57,7 +57,7 @@ lint: setup
 	@out=$$(gofmt -l go-exporter); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	cd go-exporter && go vet ./...
 
-bench: bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration
+bench: bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration bench-report
 
 bench-vocab: setup
 	$(PY) benchmarks/bench_vocab.py
@@ -117,6 +117,9 @@ serve:
 
 bench-orchestration: setup
 	$(PY) benchmarks/bench_orchestration.py
+
+bench-report: setup
+	$(PY) benchmarks/bench_report.py
 
 clean:
 	rm -rf go-exporter/bin .pytest_cache .ruff_cache data/.prefect

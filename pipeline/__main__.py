@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root.mkdir(parents=True, exist_ok=True)
         configure_environment(root)
-        if args.command != "models" or args.models_command:
+        if args.command != "models" or args.models_command in ("promote", "rollback"):
             storage.check_writable(root)  # a full or read-only data directory: say so before Prefect starts
         result = _dispatch(args, str(root))
     except PipelineError as e:

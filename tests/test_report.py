@@ -95,6 +95,17 @@ def test_fail_on_drift_fails_the_run_after_writing_every_output(root, exporter, 
     # without the setting the same night is only marked
     assert main([*base, "run", "--date", SHIFTED]) == 0
     assert "DRIFT: 2026-01-06: drift in class_mix" in capsys.readouterr().out
+    # the run's artifacts: the nights' figures as a table, and a link to the page
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        keys = ArtifactFilterKey(any_=["nightly-report", "nightly-report-page"])
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
+    tables = [a for a in arts if a.key == "nightly-report" and a.type == "table"]
+    assert any(SHIFTED in str(a.data) and "class_mix" in str(a.data) for a in tables)
+    links = [a.data for a in arts if a.key == "nightly-report-page"]  # Markdown: [text](file:///...)
+    assert any(f"({(data.report(SHIFTED) / 'index.html').as_uri()})" in str(x) for x in links), links
 
 
 @pytest.mark.usefixtures("prefect_harness")

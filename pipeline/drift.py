@@ -92,9 +92,9 @@ def read_summary(data: lake.DataDir, date: str) -> dict[str, Any] | None:
 
 def summarize_night(data: lake.DataDir, date: str, cfg: ReportConfig) -> dict[str, Any]:
     """Write (or find up to date) the summary of a scored date; returns it, with `skipped`."""
-    texts = lake.require_manifest(data.texts(date), hint=f"run `pipeline run --date {date}` first")
+    texts = lake.require_manifest(data.texts(date), hint=f"hint: run `pipeline run --date {date}` first")
     preds = lake.require_manifest(
-        data.predictions(date), hint=f"score it first: `pipeline score --date {date}` or `pipeline run`"
+        data.predictions(date), hint=f"hint: score it first, `pipeline score --date {date}` or `pipeline run`"
     )
     inputs = {
         "lake": lake.sha256_json(texts),

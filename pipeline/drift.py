@@ -91,7 +91,15 @@ def read_summary(data: lake.DataDir, date: str) -> dict[str, Any] | None:
 
 
 def summarize_night(data: lake.DataDir, date: str, cfg: ReportConfig) -> dict[str, Any]:
-    """Write (or find up to date) the summary of a scored date; returns it, with `skipped`."""
+    """Write (or find up to date) the summary of a scored date; returns it, with `skipped`.
+
+    Under the date's lock, like every nightly step: a run scoring the date again waits, or is waited for.
+    """
+    with lake.locked(data, f"date-{date}"):
+        return _summarize_night(data, date, cfg)
+
+
+def _summarize_night(data: lake.DataDir, date: str, cfg: ReportConfig) -> dict[str, Any]:
     texts = lake.require_manifest(data.texts(date), hint=f"hint: run `pipeline run --date {date}` first")
     preds = lake.require_manifest(
         data.predictions(date), hint=f"hint: score it first, `pipeline score --date {date}` or `pipeline run`"

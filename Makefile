@@ -19,7 +19,7 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration bench-mysql testdata fuzz torture clean distclean nightly backfill serve
+.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration bench-mysql bench-report testdata fuzz torture clean distclean nightly backfill serve
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
@@ -58,7 +58,7 @@ lint: setup
 	@out=$$(gofmt -l go-exporter); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	cd go-exporter && go vet ./...
 
-bench: bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration
+bench: bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration bench-report
 
 bench-vocab: setup
 	$(PY) benchmarks/bench_vocab.py
@@ -122,6 +122,9 @@ bench-orchestration: setup
 # Needs Debian's mariadb-server and mariadb-client (not part of `make bench`, which needs neither).
 bench-mysql: setup
 	$(PY) benchmarks/bench_mysql.py
+
+bench-report: setup
+	$(PY) benchmarks/bench_report.py
 
 clean:
 	rm -rf go-exporter/bin .pytest_cache .ruff_cache data/.prefect

@@ -3,20 +3,23 @@
     pipeline [--data-dir DIR] demo
     pipeline [--data-dir DIR] ingest SOURCE... --date YYYY-MM-DD
     pipeline [--data-dir DIR] train [--start DATE --end DATE] [--config FILE] [--set KEY=VALUE ...]
+                                    [--promote always|if-better|never]
     pipeline [--data-dir DIR] score --date YYYY-MM-DD [--model VERSION]
     pipeline [--data-dir DIR] evaluate --date YYYY-MM-DD [--model VERSION]
     pipeline [--data-dir DIR] export --date YYYY-MM-DD [--format ndjson|json] [--to mysql://USER@HOST/DB]
-    pipeline [--data-dir DIR] run --date YYYY-MM-DD [--config FILE]
+    pipeline [--data-dir DIR] run --date YYYY-MM-DD [--config FILE] [--set report.KEY=VALUE ...]
     pipeline [--data-dir DIR] backfill --start DATE --end DATE [--runner local|processes|dask[=ADDRESS]]
-                                       [--config FILE]
+                                       [--config FILE] [--set report.KEY=VALUE ...]
+    pipeline [--data-dir DIR] report (--date YYYY-MM-DD | --start DATE --end DATE) [--config FILE]
     pipeline [--data-dir DIR] serve [--cron "0 2 * * *"]
-    pipeline [--data-dir DIR] models
+    pipeline [--data-dir DIR] models [promote VERSION | rollback | history]
     pipeline [--data-dir DIR] models export [VERSION] [--format onnx|pt2] [--out DIR]
 
 `--to` and `[export] mysql_url` / `$PIPELINE_MYSQL_URL` load into MySQL (pipeline/sink_mysql.py); the
 password comes from `$PIPELINE_MYSQL_PASSWORD` or a MySQL option file, never from the command line.
 
-Exit codes: 0 done, 1 a pipeline error (bad input, missing model, failed export), 2 usage.
+Exit codes: 0 done, 1 a pipeline error (bad input, missing model, failed export, drift with
+`report.fail_on_drift`), 2 usage.
 """
 
 from __future__ import annotations
@@ -63,12 +66,6 @@ def _mysql_url(value: str) -> str:
     return value
 
 
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", type=Path, help="TOML file; its [export] mysql_url also loads into MySQL (see README)"
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pipeline", description="Nightly batch text classification.")
     p.add_argument("--version", action="version", version=f"pipeline {__version__}")
@@ -90,17 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--date", type=_date, required=True)
     ingest.add_ingest_arguments(s)
 
-    s = sub.add_parser("train", help="train on labelled lake rows; the new model becomes `latest`")
+    s = sub.add_parser("train", help="train on labelled lake rows; publish, and make it `latest` if better")
     s.add_argument("--start", type=_date)
     s.add_argument("--end", type=_date)
-    s.add_argument("--config", type=Path, help="TOML file with [vocab] [model] [train] [score] tables")
+    _add_config_arguments(s, "model.rnn_type=gru")
     s.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set model.rnn_type=gru",
+        "--promote",
+        choices=["always", "if-better", "never"],
+        default="if-better",
+        help="move `latest` to the new model: always, never, or if-better (default): when it is at least "
+        "as accurate as `latest` on its validation rows",
     )
 
     s = sub.add_parser("score", help="score the lake partition of a date into Arrow prediction files")
@@ -122,9 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="load into this MySQL/MariaDB table instead; password: $PIPELINE_MYSQL_PASSWORD or option file",
     )
 
-    s = sub.add_parser("run", help="the nightly job: ingest raw/<date>/, score, export [, load into MySQL]")
+    s = sub.add_parser("run", help="the nightly job: ingest, score, export, report [, load MySQL]")
     s.add_argument("--date", type=_date, required=True)
-    _add_config(s)
+    _add_config_arguments(s, "report.fail_on_drift=true")
 
     s = sub.add_parser("backfill", help="run the nightly job for each date in a range")
     s.add_argument("--start", type=_date, required=True)
@@ -136,19 +132,45 @@ def build_parser() -> argparse.ArgumentParser:
         help="local (threads), processes, dask (a local cluster) or dask=ADDRESS (an existing cluster)",
     )
     s.add_argument("--concurrency", type=int, default=2, help="dates in flight at once (default 2)")
-    _add_config(s)
+    _add_config_arguments(s, "report.fail_on_drift=true")
+
+    s = sub.add_parser("report", help="a night's report page (--date), or the trend over a range of nights")
+    s.add_argument("--date", type=_date)
+    s.add_argument("--start", type=_date)
+    s.add_argument("--end", type=_date)
+    _add_config_arguments(s, "report.psi_score=0.1")
 
     s = sub.add_parser("serve", help="serve the nightly deployment on a schedule (needs a Prefect server)")
     s.add_argument("--cron", default="0 2 * * *", help="schedule, cron syntax (default: 02:00 every day)")
     s.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
 
-    s = sub.add_parser("models", help="list trained models with their validation metrics and exports")
-    m = s.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
-    e = m.add_parser("export", help="write a model version as a standalone ONNX or torch.export folder")
-    e.add_argument("version", nargs="?", type=_model_name, default="latest", help="(default: latest)")
-    e.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
-    e.add_argument("--out", type=Path, help="folder to write (default: models/VERSION/exports/FORMAT)")
+    s = sub.add_parser("models", help="list trained models; export one; move `latest` (promote, rollback)")
+    moves = s.add_subparsers(dest="models_command", metavar="ACTION")
+    m = moves.add_parser("export", help="write a model version as a standalone ONNX or torch.export folder")
+    m.add_argument("version", nargs="?", type=_model_name, default="latest", help="(default: latest)")
+    m.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
+    m.add_argument("--out", type=Path, help="folder to write (default: models/VERSION/exports/FORMAT)")
+    m = moves.add_parser("promote", help="make VERSION `latest`")
+    m.add_argument("version", type=_model_name, metavar="VERSION")
+    m.add_argument("--why", help="recorded in models/history.jsonl")
+    m = moves.add_parser("rollback", help="`latest` back to the version it was before its last move")
+    m.add_argument("--why", help="recorded in models/history.jsonl")
+    moves.add_parser("history", help="every move of `latest`: when, who, from, to, why")
     return p
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    parser.add_argument(
+        "--config", type=Path, help="TOML file with [vocab] [model] [train] [score] [export] [report] tables"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override one setting, e.g. --set {example}",
+    )
 
 
 def configure_environment(root: Path) -> None:
@@ -167,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root.mkdir(parents=True, exist_ok=True)
         configure_environment(root)
-        if args.command != "models" or args.models_command:
+        if args.command != "models" or args.models_command in ("export", "promote", "rollback"):
             storage.check_writable(root)  # a full or read-only data directory: say so before Prefect starts
         result = _dispatch(args, str(root))
     except PipelineError as e:
@@ -186,27 +208,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, root: str) -> str | None:
     if args.command == "models":
-        from pipeline import portable, registry
-
-        models = lake.DataDir.at(root).models
-        if args.models_command == "export":
-            m = portable.export_model(models, args.version, fmt=args.format, out=args.out)
-            return _brief(m, ["model_version", "format", "path", "files"])
-        rows = registry.list_models(models)
-        if not rows:
-            return "no models yet; run `pipeline train`"
-        return "\n".join(
-            f"{'*' if r['latest'] else ' '} {r['version']}  {r['created']}  {r['rnn_type']:<5} "
-            f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
-            f"  exports: {', '.join(portable.list_exports(models, r['version'])) or '-'}"
-            for r in rows
-        )
+        return _models(args, lake.DataDir.at(root))
+    if args.command == "report":
+        return _report(args, lake.DataDir.at(root))
 
     mysql_url = None
     if args.command in ("run", "backfill"):  # config and $PIPELINE_MYSQL_URL checked before Prefect starts
         from pipeline.config import load_config
 
-        mysql_url = load_config(args.config).export.mysql_url or None
+        mysql_url = load_config(args.config, args.overrides).export.mysql_url or None
         url = mysql_client.resolve_url(mysql_url)
         if url:
             mysql_client.parse_url(url)
@@ -226,9 +236,14 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         return _brief(m, ["date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason"])
     if args.command == "train":
         m = flows.train_flow(
-            root, args.start, args.end, str(args.config) if args.config else None, args.overrides
+            root,
+            args.start,
+            args.end,
+            str(args.config) if args.config else None,
+            args.overrides,
+            args.promote,
         )
-        return _brief(m, ["version", "skipped", "val_accuracy", "val_macro_f1", "path"])
+        return _brief(m, ["version", "skipped", "val_accuracy", "val_macro_f1", "path", "promotion"])
     if args.command == "score":
         from pipeline.config import ScoreConfig
 
@@ -244,16 +259,78 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         m = flows.export_flow(root, args.date, args.format, args.to)
         return _brief(m, ["date", "rows", "table" if args.to else "path", "skipped"])
     if args.command == "run":
-        return _table(flows.nightly_flow(root, args.date, mysql_url))
+        return _table(flows.nightly_flow(root, args.date, mysql_url, _report_config(args)))
     if args.command == "backfill":
         m = flows.run_backfill(
-            root, args.start, args.end, runner=args.runner, concurrency=args.concurrency, mysql_url=mysql_url
+            root,
+            args.start,
+            args.end,
+            runner=args.runner,
+            concurrency=args.concurrency,
+            mysql_url=mysql_url,
+            report=_report_config(args),
         )
         return _table(m)
     if args.command == "serve":
         flows.serve_nightly(root, cron=args.cron, name=args.name)
         return None
     raise AssertionError(args.command)
+
+
+def _report_config(args: argparse.Namespace) -> Any:
+    from pipeline.config import load_config
+
+    return load_config(args.config, args.overrides).report
+
+
+def _models(args: argparse.Namespace, data: lake.DataDir) -> str:
+    from pipeline import portable, promotion, registry
+
+    if args.models_command == "export":
+        m = portable.export_model(data.models, args.version, fmt=args.format, out=args.out)
+        return _brief(m, ["model_version", "format", "path", "files"])
+    if args.models_command in ("promote", "rollback"):
+        if args.models_command == "promote":
+            entry = promotion.promote(data, args.version, why=args.why)
+        else:
+            entry = promotion.rollback(data, why=args.why)
+        said = f"{entry['action']} by {entry['who']}: {entry['why']}"
+        return f"latest: {entry['from']} -> {entry['to']} ({said})"
+    if args.models_command == "history":
+        moves = promotion.history(data)
+        return (
+            "\n".join(
+                f"{m['when']}  {m['who']}  {m['action']:<8} {m['from']} -> {m['to']}  {m['why']}"
+                for m in moves
+            )
+            or "no moves of `latest` recorded yet"
+        )
+    rows = registry.list_models(data.models)
+    if not rows:
+        return "no models yet; run `pipeline train`"
+    return "\n".join(
+        f"{'*' if r['latest'] else ' '} {r['version']}  {r['created']}  {r['rnn_type']:<5} "
+        f"accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}"
+        f"  exports: {', '.join(portable.list_exports(data.models, r['version'])) or '-'}"
+        for r in rows
+    )
+
+
+def _report(args: argparse.Namespace, data: lake.DataDir) -> str:
+    """`pipeline report`: plain functions, no Prefect (it reads summaries and writes one page)."""
+    from pipeline import drift, nightreport
+
+    cfg = _report_config(args)
+    if args.date and not (args.start or args.end):
+        drift.summarize_night(data, args.date, cfg)  # up to date: the predictions are not read again
+        return str(nightreport.write_night_report(data, args.date, cfg))
+    if args.start and args.end and not args.date:
+        if args.start > args.end:
+            msg = f"report: --start {args.start} is after --end {args.end}"
+            raise PipelineError(msg)
+        return str(nightreport.write_trend_report(data, args.start, args.end, cfg))
+    msg = "report: give --date DATE, or --start DATE and --end DATE"
+    raise PipelineError(msg)
 
 
 def _quiet_pipeline_errors(record: logging.LogRecord) -> bool:

@@ -65,6 +65,29 @@ class ExportConfig:
                 raise ConfigError(f"export.mysql_url: {e}") from None
 
 
+class ReportConfig:
+    """The night's report (`pipeline/nightreport.py`) and its drift alerts (`pipeline/drift.py`)."""
+
+    psi_class_mix: float = 0.2  # a night whose predicted class mix has a PSI above this is flagged
+    psi_score: float = 0.2  # ... or whose `score` distribution has a PSI above this
+    confidence: float = 0.5  # rows whose `score` is below this are counted as low-confidence
+    fail_on_drift: bool = False  # a flagged night fails the run (exit 1), after every output is written
+    nights: int = 30  # nights shown in a date's trend
+
+    def __post_init__(self) -> None:
+        for name in ("psi_class_mix", "psi_score"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                msg = f"report.{name}: expected a positive number, got {value!r}"
+                raise ConfigError(msg)
+        if not isinstance(self.confidence, int | float) or not 0 < self.confidence < 1:
+            msg = f"report.confidence: expected a number between 0 and 1, got {self.confidence!r}"
+            raise ConfigError(msg)
+        if not isinstance(self.nights, int) or isinstance(self.nights, bool) or not 1 <= self.nights <= 366:
+            msg = f"report.nights: expected an integer from 1 to 366, got {self.nights!r}"
+            raise ConfigError(msg)
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
@@ -72,6 +95,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
@@ -113,6 +137,12 @@ def from_dict(raw: dict[str, Any], *, source: str = "config") -> PipelineConfig:
 
 def to_dict(cfg: PipelineConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def model_settings(cfg: PipelineConfig) -> dict[str, Any]:
+    """The settings a model is made from (part of its version): all but `[report]`, which only reads
+    its predictions, and `[export]`, which says where they are loaded; changing either never retrains."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in ("report", "export")}
 
 
 def _section_class(name: str) -> type:

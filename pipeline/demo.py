@@ -44,6 +44,7 @@ def summarize(
         "val_rows_order_slice": order.height,
         "rows_scored": day["score"]["rows"],
         "export": str(data.root / day["export"]["path"]),
+        "report": str(data.root / day["report"]["path"]),
     }
 
 
@@ -59,5 +60,6 @@ def format_summary(s: dict[str, Any]) -> str:
             f" ({s['val_rows_order_slice']} rows)",
             f"  rows scored            {s['rows_scored']}",
             f"  export                 {s['export']}",
+            f"  report                 {s['report']}",
         ]
     )

@@ -27,3 +27,7 @@ class StorageError(PipelineError):
 
 class SinkError(PipelineError):
     """A database refused a load: login, missing database, mismatched table, read-only or full server."""
+
+
+class DriftError(PipelineError):
+    """A night's predictions drifted past the `[report]` thresholds and `report.fail_on_drift` is set."""

@@ -15,17 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from pipeline import corpus, demo, lake, mysql_client, nightly, storage
+from pipeline import corpus, demo, drift, lake, mysql_client, nightly, nightreport, storage
 from pipeline import evaluate as evaluate_stage
 from pipeline import ingest as ingest_stage
 from pipeline import train as train_stage
-from pipeline.config import PipelineConfig, ScoreConfig, load_config
-from pipeline.errors import ExportError, PipelineError
+from pipeline.config import PipelineConfig, ReportConfig, ScoreConfig, load_config
+from pipeline.errors import DriftError, ExportError, PipelineError
+from pipeline.promotion import Promote
 
 
 def _data(root: str) -> lake.DataDir:
@@ -71,9 +72,11 @@ def vocab_task(root: str, cfg: PipelineConfig, start: str | None, end: str | Non
 
 
 @task(name="train", cache_policy=NO_CACHE)
-def train_task(root: str, cfg: PipelineConfig, start: str | None, end: str | None) -> dict[str, Any]:
+def train_task(
+    root: str, cfg: PipelineConfig, start: str | None, end: str | None, promote: Promote = "if-better"
+) -> dict[str, Any]:
     with storage.storage_errors(Path(root), "training"):
-        return train_stage.train(_data(root), cfg, start=start, end=end)
+        return train_stage.train(_data(root), cfg, start=start, end=end, promote=promote)
 
 
 @task(name="score", cache_policy=NO_CACHE, **_IO)
@@ -99,6 +102,18 @@ def export_task(root: str, date: str, fmt: str) -> dict[str, Any]:
 @task(name="load-mysql", cache_policy=NO_CACHE)  # the sink retries a lost connection itself
 def mysql_task(root: str, date: str, url: str) -> dict[str, Any]:
     return nightly.load_date(_data(root), date, url)
+
+
+@task(name="summarize-night", cache_policy=NO_CACHE, **_IO)
+def summarize_night_task(root: str, date: str, cfg: ReportConfig) -> dict[str, Any]:
+    with storage.storage_errors(Path(root), f"summarizing {date}"):
+        return drift.brief(drift.summarize_night(_data(root), date, cfg))
+
+
+@task(name="night-report", cache_policy=NO_CACHE, **_IO)
+def night_report_task(root: str, date: str, cfg: ReportConfig) -> str:
+    with storage.storage_errors(Path(root), f"writing the report of {date}"):
+        return str(nightreport.write_night_report(_data(root), date, cfg).relative_to(root))
 
 
 @task(name="generate-corpus", cache_policy=NO_CACHE)
@@ -150,9 +165,10 @@ def train_flow(
     end: str | None = None,
     config_file: str | None = None,
     overrides: list[str] | None = None,
+    promote: Promote = "if-better",
 ) -> dict[str, Any]:
     cfg = load_config(Path(config_file) if config_file else None, overrides)
-    return train_task(root, cfg, start, end)  # builds and saves the vocabulary too (see `vocab_flow`)
+    return train_task(root, cfg, start, end, promote)  # builds and saves the vocabulary too (`vocab_flow`)
 
 
 @flow(name="score")
@@ -190,14 +206,35 @@ def _publish_summary(
     create_markdown_artifact(
         key=f"{flow_name}-summary", markdown=nightly.summary_markdown(summary), description="rows and seconds"
     )
+    if days:  # the nights' figures, and a link to the last night's report page
+        create_table_artifact(
+            key=f"{flow_name}-report", table=nightly.report_rows(summary), description="drift per night"
+        )
+        page = Path(root) / days[-1]["report"]["path"]
+        create_link_artifact(key=f"{flow_name}-report-page", link=page.as_uri(), link_text=str(page))
     return summary
 
 
+def _report_pages(root: str, days: list[dict[str, Any]], cfg: ReportConfig) -> None:
+    """Each night's page, in date order, once every summary is written (a page shows the nights before)."""
+    for d in sorted(days, key=lambda d: d["date"]):
+        d["report"]["path"] = night_report_task(root, d["date"], cfg)
+
+
+def _check_drift(summary: dict[str, Any], cfg: ReportConfig) -> None:
+    """With `report.fail_on_drift`, a flagged night fails the run, now that every output is written."""
+    message = nightly.drift_message(summary)
+    if message and cfg.fail_on_drift:
+        raise DriftError(f"{message}; summary: {summary['path']} (report.fail_on_drift is set)")
+
+
 @flow(name="nightly")
-def nightly_flow(root: str, date: str | None = None, mysql_url: str | None = None) -> dict[str, Any]:
-    """Ingest `raw/<date>/` (default: today, UTC), score with the `latest` model, export; also load
+def nightly_flow(
+    root: str, date: str | None = None, mysql_url: str | None = None, report: ReportConfig | None = None
+) -> dict[str, Any]:
+    """Ingest `raw/<date>/` (default: today, UTC), score with the `latest` model, export, report; also load
     into MySQL when `$PIPELINE_MYSQL_URL` or `mysql_url` (`[export] mysql_url`) names a table."""
-    t0 = time.perf_counter()
+    t0, cfg = time.perf_counter(), report or ReportConfig()
     date = lake.parse_date(date or dt.datetime.now(dt.UTC).date().isoformat())
     url = mysql_client.resolve_url(mysql_url)
     day = {
@@ -205,36 +242,45 @@ def nightly_flow(root: str, date: str | None = None, mysql_url: str | None = Non
         "ingest": ingest_date_task(root, date),
         "score": score_task(root, date, ScoreConfig(), None),
         "export": export_task(root, date, "ndjson"),
+        "report": summarize_night_task(root, date, cfg),
     }
     if url:
         day["mysql"] = mysql_task(root, date, url)
-    return _publish_summary(root, "nightly", [day], t0)
+    _report_pages(root, [day], cfg)
+    summary = _publish_summary(root, "nightly", [day], t0)
+    _check_drift(summary, cfg)
+    return summary
 
 
 @flow(name="backfill")
-def backfill_flow(root: str, start: str, end: str, mysql_url: str | None = None) -> dict[str, Any]:
+def backfill_flow(
+    root: str, start: str, end: str, mysql_url: str | None = None, report: ReportConfig | None = None
+) -> dict[str, Any]:
     """The nightly job for every date in [start, end]; dates run concurrently on the flow's task runner."""
-    t0 = time.perf_counter()
+    t0, cfg = time.perf_counter(), report or ReportConfig()
     url = mysql_client.resolve_url(mysql_url)
     chains = []
     for date in lake.date_range(start, end):
         i = ingest_date_task.submit(root, date)
         s = score_task.submit(root, date, ScoreConfig(), None, wait_for=[i])
         e = export_task.submit(root, date, "ndjson", wait_for=[s])
+        r = summarize_night_task.submit(root, date, cfg, wait_for=[e])
         m = [mysql_task.submit(root, date, url, wait_for=[s])] if url else []
-        chains.append((date, [i, s, e, *m]))
+        chains.append((date, [i, s, e, r, *m]))
     days, failed = [], []
     for d, futures in chains:  # a failing date does not stop the others; it is listed, then raised
         try:
-            stages = zip((*nightly.STAGES, "mysql"), futures, strict=False)  # "mysql" only with a URL
+            stages = zip((*nightly.STAGES, "report", "mysql"), futures, strict=False)  # mysql: with a URL
             days.append({"date": d} | {k: f.result() for k, f in stages})
         except Exception as exc:
             failed.append({"date": d, "error": _first_error(*futures, exc)})
+    _report_pages(root, days, cfg)
     summary = _publish_summary(root, "backfill", days, t0, failed)
     if failed:
         listed = "; ".join(f"{f['date']}: {f['error']}" for f in failed)
         msg = f"backfill: {len(failed)} of {len(chains)} dates failed ({listed}); summary: {summary['path']}"
         raise PipelineError(msg)
+    _check_drift(summary, cfg)
     return summary
 
 
@@ -257,9 +303,10 @@ def run_backfill(
     runner: str = "local",
     concurrency: int = 2,
     mysql_url: str | None = None,
+    report: ReportConfig | None = None,
 ) -> dict[str, Any]:
     return backfill_flow.with_options(task_runner=make_task_runner(runner, concurrency=concurrency))(
-        root, start, end, mysql_url
+        root, start, end, mysql_url, report
     )
 
 

@@ -10,6 +10,7 @@ Layout under the data root (`--data-dir`, `PIPELINE_DATA_DIR`, default `./data`)
     predictions/date=YYYY-MM-DD/     Arrow IPC shards + _manifest.json
     exports/date=YYYY-MM-DD/         PredictionResult JSON
     runs/                            run summaries
+    reports/date=YYYY-MM-DD/         a night's summary.json and report page (index.html)
 
 Every file is written atomically (temporary file beside it, fsync, rename) and every partition is
 published as a whole folder: written under a hidden temporary name, then swapped into place, so a
@@ -113,6 +114,13 @@ class DataDir:
     @property
     def runs(self) -> Path:
         return self.root / "runs"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def report(self, date: str) -> Path:
+        return self.reports / f"date={parse_date(date)}"
 
     def stamp(self, stage: str, date: str) -> Path:
         """What a stage consumed and produced for a date (see `nightly.py`)."""

@@ -1,4 +1,5 @@
-"""The nightly job for one date, as plain functions: ingest `raw/<date>/`, score, export.
+"""The nightly job for one date, as plain functions: ingest `raw/<date>/`, score, export (then the
+night's summary and report: `drift.py`, `nightreport.py`).
 
 Each step runs under the date's lock (two runs can never write the same partition) and does no work
 when its outputs are up to date: ingest compares the raw files' hashes and its options with what it
@@ -6,7 +7,8 @@ recorded last time (`state/ingest/<date>.json`); scoring and export compare the 
 inputs and the model version with their manifests. Change a raw file and only that date is ingested
 again; train a new model and every date is scored and exported again, nothing else.
 
-Run summaries (`runs/<run>.json` and a Markdown table) count rows per date and seconds per stage.
+Run summaries (`runs/<run>.json` and a Markdown table) count rows per date and seconds per stage, and
+list the nights whose drift is above the `[report]` thresholds.
 """
 
 from __future__ import annotations
@@ -139,6 +141,7 @@ def summarize_run(
         "flow": flow,
         "dates": days,
         "failed": failed or [],
+        "drifted": [d["date"] for d in days if d.get("report", {}).get("drift")],
         "totals": {
             k: sum(d[s][f] for d in days)
             for k, (s, f) in {
@@ -169,22 +172,22 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# {summary['flow']} run {summary['run']}",
         "",
-        "| date | ingested | quarantined | scored | exported | model | ingest s | score s | export s |"
-        + (" loaded | load s |" if mysql else ""),
-        "|---|---:|---:|---:|---:|---|---:|---:|---:|" + ("---:|---:|" if mysql else ""),
+        "| date | ingested | quarantined | scored | exported | model | ingest s | score s | export s "
+        "| drift |" + (" loaded | load s |" if mysql else ""),
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|" + ("---:|---:|" if mysql else ""),
     ]
     for d in summary["dates"]:
         i, s, e = d["ingest"], d["score"], d["export"]
         lines.append(
             f"| {d['date']} | {i['rows_kept']}{mark(i)} | {i['rows_quarantined']} | {s['rows']}{mark(s)} | "
             f"{e['rows']}{mark(e)} | {s['model_version']} | {i['seconds']:.2f} | {s['seconds']:.2f} | "
-            f"{e['seconds']:.2f} |"
+            f"{e['seconds']:.2f} | {_drift_cell(d.get('report'))} |"
         )
         if mysql:
             m = d.get("mysql")
             lines[-1] += f" {m['rows']}{mark(m)} | {m['seconds']:.2f} |" if m else " | |"
     for f in summary.get("failed", []):
-        lines.append(f"| {f['date']} | FAILED: {f['error'].replace('|', '/')} | | | | | | | |")
+        lines.append(f"| {f['date']} | FAILED: {f['error'].replace('|', '/')} | | | | | | | | |")
     t = summary["totals"]
     loaded = f", {t['rows_loaded']} loaded into MySQL" if mysql else ""
     lines += [
@@ -193,4 +196,51 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"{t['rows_scored']} scored, {t['rows_exported']} exported{loaded}. Wall "
         f"{summary['seconds']['wall']:.1f} s, of which {summary['seconds']['stages']:.1f} s in the stages.",
     ]
+    reports = [d["report"]["path"] for d in summary["dates"] if d.get("report", {}).get("path")]
+    if reports:
+        lines.append(f"Report: {reports[-1]}")
+    if message := drift_message(summary):
+        lines.append(f"DRIFT: {message}")
     return "\n".join(lines)
+
+
+def _drift_cell(report: dict[str, Any] | None) -> str:
+    if not report:
+        return ""
+    psi = f"PSI {_fmt(report['psi_class_mix'])} / {_fmt(report['psi_score'])}"
+    return f"**{', '.join(report['drift'])}** ({psi})" if report["drift"] else psi
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def drift_message(summary: dict[str, Any]) -> str:
+    """The nights above the `[report]` thresholds, and what drifted; empty when none did."""
+    flagged = [d for d in summary["dates"] if d.get("report", {}).get("drift")]
+    return "; ".join(
+        f"{d['date']}: drift in {' and '.join(d['report']['drift'])} (PSI class mix "
+        f"{_fmt(d['report']['psi_class_mix'])}, score {_fmt(d['report']['psi_score'])}), "
+        f"see {d['report'].get('path')}"
+        for d in flagged
+    )
+
+
+def report_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per night for the run's table artifact: counts, confidence and drift."""
+    return [
+        {
+            "date": d["date"],
+            "rows_read": d["ingest"]["rows_read"],
+            "rows_kept": d["ingest"]["rows_kept"],
+            "rows_quarantined": d["ingest"]["rows_quarantined"],
+            "model": d["score"]["model_version"],
+            "low_confidence_share": d["report"]["low_confidence_share"],
+            "psi_class_mix": d["report"]["psi_class_mix"],
+            "psi_score": d["report"]["psi_score"],
+            "drift": ", ".join(d["report"]["drift"]) or "-",
+            "report": d["report"].get("path"),
+        }
+        for d in summary["dates"]
+        if d.get("report")
+    ]

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import lake, registry, report
-from pipeline.config import PipelineConfig, TrainConfig, resolve_for_data, to_dict
+from pipeline import lake, promotion, registry, report
+from pipeline.config import PipelineConfig, TrainConfig, model_settings, resolve_for_data
 from pipeline.errors import InputError
 from pipeline.ingest import CLEANING
 from pipeline.model import TextClassifier, batch_from_flat, document_frequencies
@@ -295,9 +295,15 @@ def build_lake_vocab(
 
 
 def train(
-    data: lake.DataDir, cfg: PipelineConfig, *, start: str | None = None, end: str | None = None
+    data: lake.DataDir,
+    cfg: PipelineConfig,
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    promote: promotion.Promote = "if-better",
 ) -> dict[str, Any]:
-    """Train on every labelled lake row in [start, end]; publish the model and make it `latest`."""
+    """Train on every labelled lake row in [start, end]; publish the model; move `latest` to it as
+    `promote` says (`pipeline/promotion.py`)."""
     files = lake_files(data, start, end)
     df = read_lake(files)
     labelled = df.filter(pl.col("label").is_not_null())
@@ -311,16 +317,15 @@ def train(
     cfg = resolve_for_data(cfg, rows=labelled.height)
     vocab = build_vocab(df.lazy().select("text"), cfg.vocab)
     labels = sorted(labelled["label"].unique().to_list())
-    resolved = to_dict(cfg)
-    del resolved["export"]  # where predictions are loaded is no part of the model (nor of its version)
+    resolved = model_settings(cfg)
     version = lake.sha256_json(
         {"lake": [sha for _, _, sha in files], "vocab": vocab.version, "config": resolved, "labels": labels}
     )[:12]
     folder = data.model(version)
     if registry.is_complete(folder):
         log.info("model %s is up to date (same lake, vocabulary and config); nothing to train", version)
-        registry.set_latest(data.models, version)
-        return {"version": version, "skipped": True, **_summary(folder)}
+        decision = promotion.after_training(data, version, promote=promote)
+        return {"version": version, "skipped": True, "promotion": decision, **_summary(folder)}
     save_vocab(vocab, data.vocab)
 
     device = registry.to_device()
@@ -354,10 +359,10 @@ def train(
     model.load_state_dict(best_state)
     val_batches = eval_batches(enc, val_idx)
     with torch.no_grad():
-        predicted = model.combine(head_logits(model, enc, val_batches, device)).argmax(1).numpy()
+        probs = torch.softmax(model.combine(head_logits(model, enc, val_batches, device)).double(), 1).numpy()
     rows = np.concatenate(val_batches)
-    preds = np.zeros(len(y), dtype=np.int64)
-    preds[rows] = predicted
+    preds, scores = np.zeros(len(y), dtype=np.int64), np.zeros(len(y))
+    preds[rows], scores[rows] = probs.argmax(1), probs.max(1)  # `score` as scoring writes it (drift.py)
     metrics = report.compute_metrics(y[val_idx], preds[val_idx], labels)
 
     with lake.publish_dir(folder) as tmp:
@@ -381,6 +386,8 @@ def train(
                 "id": labelled["id"].gather(val_idx),
                 "label": [labels[i] for i in y[val_idx]],
                 "predicted": [labels[i] for i in preds[val_idx]],
+                "score": scores[val_idx],
+                "text": labelled["text"].gather(val_idx),  # the promotion gate scores them with `latest`
             }
         ).write_parquet(tmp / "validation_predictions.parquet")
         report.plot_confusion(metrics, tmp / "confusion.png")
@@ -402,12 +409,12 @@ def train(
                 "device": device,
             },
         )
-    registry.set_latest(data.models, version)
+    decision = promotion.after_training(data, version, promote=promote)
     checkpoint.unlink(missing_ok=True)
     log.info(
         "model %s: validation accuracy %.4f, macro-F1 %.4f", version, metrics["accuracy"], metrics["macro_f1"]
     )
-    return {"version": version, "skipped": False, **_summary(folder)}
+    return {"version": version, "skipped": False, "promotion": decision, **_summary(folder)}
 
 
 def _summary(folder: Path) -> dict[str, Any]:

@@ -2,7 +2,19 @@ import pytest
 
 from pipeline.__main__ import build_parser, main
 
-COMMANDS = ["demo", "ingest", "train", "evaluate", "score", "export", "run", "backfill", "serve", "models"]
+COMMANDS = [
+    "demo",
+    "ingest",
+    "train",
+    "evaluate",
+    "score",
+    "export",
+    "run",
+    "backfill",
+    "report",
+    "serve",
+    "models",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -63,3 +75,12 @@ def test_a_bad_mysql_url_fails_run_and_backfill_before_anything_runs(tmp_path, m
     )
     err = capsys.readouterr().err
     assert "holds a password" in err and "hunter2" not in err
+
+
+def test_report_needs_a_date_or_a_range(tmp_path, capsys):
+    assert main(["--data-dir", str(tmp_path), "report", "--date", "2026-01-01", "--end", "2026-01-02"]) == 1
+    assert "give --date DATE, or --start DATE and --end DATE" in capsys.readouterr().err
+    assert main(["--data-dir", str(tmp_path), "report", "--date", "2026-01-01"]) == 1
+    assert "hint: run `pipeline run --date 2026-01-01` first" in capsys.readouterr().err
+    assert main(["--data-dir", str(tmp_path), "report", "--start", "2026-01-01", "--end", "2026-01-03"]) == 1
+    assert "no night between 2026-01-01 and 2026-01-03 has a summary" in capsys.readouterr().err

@@ -21,11 +21,23 @@ def test_defaults_file_then_overrides(tmp_path):
         ("model.rnn_type=cnn", "not one of"),
         ("train.epochs=many", "expected int"),
         ("epochs=3", "expected SECTION.KEY=VALUE"),
+        ("report.confidence=1.5", "report.confidence: expected a number between 0 and 1"),
+        ("report.psi_score=0", "report.psi_score: expected a positive number"),
+        ("report.fail_on_drift=maybe", "expected bool"),
+        ("report.nights=0", "report.nights: expected an integer from 1 to 366"),
     ],
 )
 def test_bad_settings_are_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_report_thresholds_are_not_part_of_a_models_settings():
+    from pipeline.config import model_settings
+
+    cfg = load_config(None, ["report.psi_class_mix=0.5", "report.fail_on_drift=true"])
+    assert (cfg.report.psi_class_mix, cfg.report.fail_on_drift) == (0.5, True)
+    assert model_settings(cfg) == model_settings(PipelineConfig())  # a threshold never retrains
 
 
 def test_bad_toml_names_the_file(tmp_path):

@@ -374,7 +374,7 @@ def _disk_full(seed: Path, work: Path) -> list[str]:
     latest = os.readlink(data.models / "latest")
     cfg = load_config(None, [*TINY, "model.ngram_buckets=0", "train.seed=14"])  # a smaller new model
     _fill(mnt, 64 << 10)
-    train = lambda: flows.train_task.fn(str(data.root), cfg, None, None)  # noqa: E731
+    train = lambda: flows.train_task.fn(str(data.root), cfg, None, None, "always")  # noqa: E731
     full = ("No space left on device", "file system is full")  # (torch.save raises a RuntimeError)
     _storage_error(train, mnt, "while training", full, "free space")
     failed.append("train")

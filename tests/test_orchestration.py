@@ -120,14 +120,17 @@ def test_backfill_twice_then_changed_raw_then_new_model(root):
         day["ingest"]["rows_kept"]
         == next(d for d in first["dates"] if d["date"] == "2026-01-03")["ingest"]["rows_kept"] + 1
     )
-    touched = {
-        p.split("/")[2] if p.startswith("lake/") else p.split("/")[1] for p in changed(before, snapshot(root))
-    }
-    assert touched <= {"date=2026-01-03", "ingest"}, touched  # lake, predictions, exports, its stamp
+    diff = changed(before, snapshot(root))
+    touched = {p.split("/")[2] if p.startswith("lake/") else p.split("/")[1] for p in diff}
+    assert touched - {"date=2026-01-04"} <= {"date=2026-01-03", "ingest"}, touched  # its partitions, stamp
+    # and the report pages from that night on (a page shows the nights before it)
+    assert [p for p in diff if "2026-01-04" in p] == ["reports/date=2026-01-04/index.html"]
     check_counts(root, DATES, third)
 
     # a new model: every date is scored and exported again, nothing is ingested again
-    new = train_stage.train(lake.DataDir.at(root), load_config(None, [*TINY, "train.seed=14"]))
+    new = train_stage.train(
+        lake.DataDir.at(root), load_config(None, [*TINY, "train.seed=14"]), promote="always"
+    )
     assert not new["skipped"]
     fourth = flows.run_backfill(str(root), START, END)
     assert worked(fourth) == {"ingest": [], "score": DATES, "export": DATES}

@@ -31,7 +31,10 @@ def lake_root(tmp_path_factory):
 @pytest.mark.parametrize("name", LESSON)
 def test_lesson_configurations_train_and_score_through_the_cli(name, lake_root, capsys):
     base = ["--data-dir", str(lake_root)]
-    assert main([*base, "train", "--end", corpus.TRAIN_DATES[-1], *SMALL, *LESSON[name]]) == 0
+    assert (
+        main([*base, "train", "--end", corpus.TRAIN_DATES[-1], *SMALL, *LESSON[name], "--promote", "always"])
+        == 0
+    )
     version = json.loads(capsys.readouterr().out)["version"]
     assert os.readlink(lake_root / "models" / "latest") == version
     cfg = json.loads((lake_root / "models" / version / "config.json").read_text())

@@ -65,6 +65,7 @@ class ExportConfig:
                 raise ConfigError(f"export.mysql_url: {e}") from None
 
 
+@dataclass(frozen=True)
 class ReportConfig:
     """The night's report (`pipeline/nightreport.py`) and its drift alerts (`pipeline/drift.py`)."""
 

@@ -161,7 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument(
-        "--config", type=Path, help="TOML file with [vocab] [model] [train] [score] [export] [report] tables"
+        "--config",
+        type=Path,
+        help="TOML file with [vocab] [model] [train] [pretrain] [score] [export] [report] tables",
     )
     parser.add_argument(
         "--set",

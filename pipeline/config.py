@@ -31,7 +31,37 @@ class TrainConfig:
     seed: int = 13
     patience: int = 0  # epochs without validation improvement before stopping; 0 = by data size
     lr_schedule: Literal["plateau", "none"] = "plateau"
-    wide_lr: float = 1e-2  # learning rate of the TF-IDF head (model.wide_buckets), no weight decay
+    # the TF-IDF head (model.wide_buckets) is fitted to convergence on its own (pipeline/tfidf.py); its
+    # inverse regularisation strength C: 0 = the best on validation of 1, 4, 16, 64
+    wide_c: float = 0.0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Word vectors learnt from every lake text up to the training range (pipeline/pretrain.py)."""
+
+    epochs: int = 5  # passes of skip-gram over the corpus; 0 = no pretraining (random embedding)
+    window: int = 5  # context reach, in tokens, either side
+    negatives: int = 5  # noise tokens per positive pair
+    subsample: float = 1e-4  # frequent-token subsampling threshold
+    lr: float = 0.01
+    batch_size: int = 4096
+    max_texts: int = 2_000_000  # the most recent texts, at most (pretraining time and memory stay bounded)
+    freeze_epochs: int = 1  # classifier epochs with the pretrained embedding frozen, before it is tuned
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "freeze_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"pretrain.{name}: expected an integer >= 0, got {value!r}")
+        for name in ("window", "negatives", "batch_size", "max_texts"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"pretrain.{name}: expected a positive integer, got {value!r}")
+        for name in ("subsample", "lr"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"pretrain.{name}: expected a positive number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -94,6 +124,7 @@ class PipelineConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     report: ReportConfig = field(default_factory=ReportConfig)

@@ -102,6 +102,10 @@ class DataDir:
     def models(self) -> Path:
         return self.root / "models"
 
+    @property
+    def pretrain(self) -> Path:
+        return self.root / "pretrain"
+
     def model(self, version: str) -> Path:
         return self.models / check_name(version, "model")
 

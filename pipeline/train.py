@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -26,8 +28,10 @@ from pipeline.config import PipelineConfig, TrainConfig, model_settings, resolve
 from pipeline.errors import InputError
 from pipeline.ingest import CLEANING
 from pipeline.model import TextClassifier, batch_from_flat, document_frequencies
+from pipeline.pretrain import pretrain_embeddings
 from pipeline.schema import LAKE_SCHEMA_VERSION
-from pipeline.vocab import build_vocab, encode, save_vocab
+from pipeline.tfidf import C_GRID, TfidfFit, fit_tfidf_head
+from pipeline.vocab import Vocab, build_vocab, encode, save_vocab
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +108,8 @@ def train_epoch(
     device: str,
     desc: str,
 ) -> tuple[float, float]:
-    """One training pass. Returns the mean loss and the accuracy of the (combined) prediction."""
+    """One training pass of the sequence head (the TF-IDF head is fitted on its own, `pipeline/tfidf.py`).
+    Returns its mean loss and accuracy."""
     ids, offsets = enc
     model.train()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
@@ -114,13 +119,13 @@ def train_epoch(
     for rows in bar:
         x, lengths = batch_from_flat(ids, offsets, rows)
         target = torch.from_numpy(y[rows]).to(device)
-        heads = model.heads(x.to(device), lengths)
-        logits = model.combine(heads)
+        logits = model.sequence_logits(x.to(device), lengths)
+        loss = loss_fn(logits, target)
         optimizer.zero_grad()
-        (sum(loss_fn(h, target) for h in heads) / len(rows)).backward()  # each head learns from its own loss
-        nn.utils.clip_grad_norm_(model.sequence_parameters(), clip_norm)  # the TF-IDF head is convex
+        (loss / len(rows)).backward()
+        nn.utils.clip_grad_norm_(model.sequence_parameters(), clip_norm)
         optimizer.step()
-        total_loss += loss_fn(logits.detach(), target).item()
+        total_loss += loss.item()
         correct += int((logits.argmax(1) == target).sum())
         seen += len(rows)
         tokens += int(lengths.sum())
@@ -174,16 +179,18 @@ def fit(
     *,
     device: str,
     checkpoint: Path | None = None,
+    freeze_embedding: int = 0,
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], int]:
-    """Adam + cross-entropy + clipping + LR schedule + early stopping; returns the best epoch's weights.
+    """The sequence head: Adam + cross-entropy + clipping + LR schedule, stopped early on its own validation
+    accuracy; returns the best epoch's weights. A TF-IDF head, already fitted, is left as it is; after every
+    epoch the two are weighed on validation (`evaluate_heads`) for the record.
 
-    With `checkpoint`, state is saved after every epoch and a run that finds one resumes from it.
+    The embedding stays frozen for the first `freeze_embedding` epochs (a pretrained one is kept while the
+    layers above it settle). With `checkpoint`, state is saved after every epoch and a run that finds one
+    resumes from it.
     """
     lengths = np.diff(enc[1])
-    groups = [{"params": model.sequence_parameters()}]
-    if model.cfg.wide_buckets:
-        groups.append({"params": list(model.wide.parameters()), "lr": cfg.wide_lr, "weight_decay": 0.0})
-    optimizer = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(model.sequence_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = (
         torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
         if cfg.lr_schedule == "plateau"
@@ -208,9 +215,10 @@ def fit(
     val_target = torch.from_numpy(y[np.concatenate(val_batches)])
     for epoch in range(start, cfg.epochs + 1):
         if best_epoch and epoch - best_epoch > cfg.patience:
-            log.info("early stop: no improvement for %d epochs", cfg.patience)
+            log.info("early stop: no improvement of the sequence head for %d epochs", cfg.patience)
             break
         t0 = time.perf_counter()
+        model.embedding.weight.requires_grad_(epoch > freeze_embedding)
         batches = [train_idx[b] for b in length_batches(lengths[train_idx], cfg.batch_size, rng)]
         tr_loss, tr_acc = train_epoch(
             model,
@@ -222,9 +230,9 @@ def fit(
             device=device,
             desc=f"epoch {epoch}",
         )
-        va_loss, va_acc, heads = evaluate_heads(
-            model, head_logits(model, enc, val_batches, device), val_target
-        )
+        logits = head_logits(model, enc, val_batches, device)
+        seq_acc = float((logits[0].argmax(1) == val_target).double().mean())
+        va_loss, va_acc, heads = evaluate_heads(model, logits, val_target)
         secs = time.perf_counter() - t0
         tok = int(lengths[train_idx].sum())
         history.append(
@@ -237,22 +245,24 @@ def fit(
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": secs,
                 **heads,
+                "val_acc_sequence": seq_acc,
             }
         )
         log.info(
-            "epoch %d: loss %.4f acc %.4f | val loss %.4f acc %.4f | %.0f tokens/s",
+            "epoch %d: loss %.4f acc %.4f | val loss %.4f acc %.4f (sequence head %.4f) | %.0f tokens/s",
             epoch,
             tr_loss,
             tr_acc,
             va_loss,
             va_acc,
+            seq_acc,
             tok / secs,
         )
-        if va_acc > best_acc:
-            best_acc, best_epoch = va_acc, epoch
+        if seq_acc > best_acc:
+            best_acc, best_epoch = seq_acc, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if scheduler is not None:
-            scheduler.step(va_acc)
+            scheduler.step(seq_acc)
         if checkpoint is not None:
             _save_checkpoint(
                 checkpoint, model, optimizer, scheduler, history, best_acc, best_epoch, best_state, rng
@@ -277,6 +287,63 @@ def _save_checkpoint(
     }
     with lake.atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+# ---------------------------------------------------------------------------- pretraining
+
+
+def pretrained_embedding(
+    data: lake.DataDir, cfg: PipelineConfig, vocab: Vocab, end: str | None
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Word vectors from every lake text dated up to `end`, labelled or not (the `max_texts` most recent),
+    kept in `pretrain/<key>.safetensors`, keyed by everything that makes them: the lake files, the
+    vocabulary, the settings and the seed. Found there, they are not learnt again."""
+    p = cfg.pretrain
+    files = lake_files(data, None, end)
+    settings = {k: v for k, v in asdict(p).items() if k != "freeze_epochs"}  # that one is fine-tuning's
+    key = lake.sha256_json(
+        {
+            "lake": [sha for _, _, sha in files],
+            "vocab": vocab.version,
+            "pretrain": settings,
+            "dim": cfg.model.embed_dim,
+            "max_len": cfg.model.max_len,
+            "seed": cfg.train.seed,
+        }
+    )[:16]
+    path = data.pretrain / f"{key}.safetensors"
+    info: dict[str, Any] = {"key": key, "path": str(path), "cached": path.is_file(), "seconds": 0.0}
+    if not path.is_file():
+        texts = pl.scan_parquet([f for _, f, _ in files]).select("text").tail(p.max_texts).collect()["text"]
+        ids, offsets = encode(texts, vocab, max_len=cfg.model.max_len)
+        log.info("pretraining word vectors on %d lake texts (%d tokens)", len(texts), len(ids))
+        data.pretrain.mkdir(parents=True, exist_ok=True)
+        checkpoint = data.pretrain / f".ckpt-{key}.pt"
+        result = pretrain_embeddings(
+            ids,
+            offsets,
+            len(vocab),
+            cfg.model.embed_dim,
+            epochs=p.epochs,
+            window=p.window,
+            negatives=p.negatives,
+            subsample=p.subsample,
+            lr=p.lr,
+            batch_size=p.batch_size,
+            seed=cfg.train.seed,
+            checkpoint=checkpoint,
+        )
+        # one metadata key: safetensors keeps metadata in a hash map, whose order (and so the file's bytes)
+        # would change from run to run with several
+        meta = json.dumps({"losses": result.losses, "texts": len(texts), "pairs": result.pairs})
+        with lake.atomic_path(path) as tmp:
+            save_file({"embedding": result.embedding.contiguous()}, str(tmp), metadata={"pretrain": meta})
+        checkpoint.unlink(missing_ok=True)
+        info["seconds"] = result.seconds
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    info |= {"sha256": lake.sha256_file(path), **json.loads(header["__metadata__"]["pretrain"])}
+    return load_file(str(path))["embedding"], info
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -318,8 +385,17 @@ def train(
     vocab = build_vocab(df.lazy().select("text"), cfg.vocab)
     labels = sorted(labelled["label"].unique().to_list())
     resolved = model_settings(cfg)
+    t_pre = time.perf_counter()
+    embedding, pre = pretrained_embedding(data, cfg, vocab, end) if cfg.pretrain.epochs else (None, None)
+    pretrain_seconds = time.perf_counter() - t_pre
     version = lake.sha256_json(
-        {"lake": [sha for _, _, sha in files], "vocab": vocab.version, "config": resolved, "labels": labels}
+        {
+            "lake": [sha for _, _, sha in files],
+            "vocab": vocab.version,
+            "config": resolved,
+            "labels": labels,
+            "pretrain": pre and pre["sha256"],  # what was learnt, by its content
+        }
     )[:12]
     folder = data.model(version)
     if registry.is_complete(folder):
@@ -336,9 +412,21 @@ def train(
     if len(val_idx) == 0:
         val_idx = train_idx
     model = TextClassifier(cfg.model, len(vocab), len(labels))
+    if embedding is not None:
+        with torch.no_grad():
+            model.embedding.weight.copy_(embedding)
+    t0 = time.perf_counter()
+    tfidf = None
     if cfg.model.wide_buckets:
         doc_freq = document_frequencies(*enc, train_idx, cfg.model.wide_buckets)
         model.wide.set_idf(doc_freq, len(train_idx))
+        grid = (cfg.train.wide_c,) if cfg.train.wide_c else C_GRID
+        tfidf = fit_tfidf_head(model.wide, enc, y, train_idx, val_idx, grid)
+        model.wide.requires_grad_(False)  # fitted: the sequence head's epochs leave it as it is
+        log.info(
+            "TF-IDF head: C=%g, validation accuracy %.4f, %.1f s", tfidf.c, tfidf.val_accuracy, tfidf.seconds
+        )
+    tfidf_seconds = time.perf_counter() - t0
     model.to(device)
     log.info(
         "training %s on %d rows (%d validation), %d classes, vocabulary %d, device %s",
@@ -353,7 +441,15 @@ def train(
     data.models.mkdir(parents=True, exist_ok=True)
     checkpoint = data.models / f".ckpt-{version}.pt"
     best_state, history, best_epoch = fit(
-        model, enc, y, train_idx, val_idx, cfg.train, device=device, checkpoint=checkpoint
+        model,
+        enc,
+        y,
+        train_idx,
+        val_idx,
+        cfg.train,
+        device=device,
+        checkpoint=checkpoint,
+        freeze_embedding=cfg.pretrain.freeze_epochs if embedding is not None else 0,
     )
     train_seconds = time.perf_counter() - t0
     model.load_state_dict(best_state)
@@ -375,11 +471,22 @@ def train(
             "dates": sorted({d for d, _, _ in files}),
             "lake_schema_version": LAKE_SCHEMA_VERSION,
             "cleaning_version": CLEANING["version"],
+            "pretrain_sha256": pre and pre["sha256"],
         }
         registry.write_model_files(tmp, model, meta)
+        if pre is not None:  # the pretrained word vectors it started from, by the content its version holds
+            shutil.copyfile(pre["path"], tmp / "embedding.safetensors")
         save_vocab(vocab, tmp).rename(tmp / "vocab.json")
         lake.write_json(
-            tmp / "metrics.json", {"validation": metrics, "history": history, "best_epoch": best_epoch}
+            tmp / "metrics.json",
+            {
+                "validation": metrics,
+                "history": history,
+                "best_epoch": best_epoch,
+                "heads": _heads_record(history, best_epoch, tfidf),
+                "pretrain": pre and {k: v for k, v in pre.items() if k not in ("path", "cached", "seconds")},
+                "seconds": {"pretrain": pretrain_seconds, "tfidf": tfidf_seconds, "sequence": train_seconds},
+            },
         )
         pl.DataFrame(
             {
@@ -417,11 +524,24 @@ def train(
     return {"version": version, "skipped": False, "promotion": decision, **_summary(folder)}
 
 
+def _heads_record(history: list[dict[str, float]], best_epoch: int, tfidf: TfidfFit | None) -> dict[str, Any]:
+    """Each head's validation accuracy and weight at the kept epoch, and how the TF-IDF head was fitted."""
+    best = next(h for h in history if h["epoch"] == best_epoch)
+    out: dict[str, Any] = {"val_acc_sequence": best["val_acc_sequence"]}
+    if tfidf is not None:
+        out |= {k: best[k] for k in ("val_acc_tfidf", "weight_sequence", "weight_tfidf")}
+        out["tfidf"] = asdict(tfidf) | {"tried": {str(c): a for c, a in tfidf.tried.items()}}
+    return out
+
+
 def _summary(folder: Path) -> dict[str, Any]:
-    m = lake.read_json(folder / "metrics.json")["validation"]
+    metrics = lake.read_json(folder / "metrics.json")
+    m = metrics["validation"]
     return {
         "path": str(folder),
         "val_accuracy": m["accuracy"],
         "val_macro_f1": m["macro_f1"],
         "val_rows": m["rows"],
+        "heads": metrics.get("heads"),
+        "seconds": metrics.get("seconds"),
     }

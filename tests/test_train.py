@@ -59,20 +59,6 @@ def test_train_publishes_a_complete_model_and_latest(data):
     assert again["skipped"] and again["version"] == out["version"]
 
 
-def test_same_seed_same_weights(tmp_path):
-    from pipeline import lake
-
-    weights = []
-    for name in ("a", "b"):
-        d = lake.DataDir.at(tmp_path / name)
-        tiny_corpus(d, rows_per_day=120)
-        v = train.train(d, load_config(None, FAST))["version"]
-        weights.append(load_file(str(d.model(v) / "model.safetensors")))
-    assert weights[0].keys() == weights[1].keys()
-    for k in weights[0]:
-        assert torch.equal(weights[0][k], weights[1][k]), k
-
-
 def test_interrupted_fit_resumes_to_the_same_weights(data, tmp_path):
     tiny_corpus(data, rows_per_day=120)
     cfg = load_config(None, [*FAST, "train.epochs=4", "train.patience=10"])

@@ -25,6 +25,10 @@ def test_defaults_file_then_overrides(tmp_path):
         ("report.psi_score=0", "report.psi_score: expected a positive number"),
         ("report.fail_on_drift=maybe", "expected bool"),
         ("report.nights=0", "report.nights: expected an integer from 1 to 366"),
+        ("pretrain.epochs=-1", "pretrain.epochs: expected an integer >= 0"),
+        ("pretrain.window=0", "pretrain.window: expected a positive integer"),
+        ("pretrain.subsample=0", "pretrain.subsample: expected a positive number"),
+        ("train.wide_lr=0.01", "unknown key `wide_lr`"),
     ],
 )
 def test_bad_settings_are_errors(override, message):

@@ -91,3 +91,22 @@ def test_interrupted_fit_resumes_to_the_same_weights(data, tmp_path):
 def test_training_without_labels_is_a_clear_error(data):
     with pytest.raises(InputError, match="labelled rows"):
         train.train(data, load_config(None, FAST))
+
+
+def test_the_sequence_head_is_what_wide_buckets_0_trains(tmp_path):
+    """Each head is fitted on its own: the default model's sequence head is the sequence model alone."""
+    from pipeline import lake
+
+    fast = [*FAST, "model.ngram_buckets=512", "pretrain.epochs=1"]
+    both_d, alone_d = lake.DataDir.at(tmp_path / "both"), lake.DataDir.at(tmp_path / "alone")
+    for d in (both_d, alone_d):
+        tiny_corpus(d, rows_per_day=120)
+    both = train.train(both_d, load_config(None, [*fast, "model.wide_buckets=4096"]))
+    alone = train.train(alone_d, load_config(None, [*fast, "model.wide_buckets=0"]))
+    w_both = load_file(str(both_d.model(both["version"]) / "model.safetensors"))
+    w_alone = load_file(str(alone_d.model(alone["version"]) / "model.safetensors"))
+    assert {k for k in w_both if not k.startswith("wide.")} - {"head_weights"} == w_alone.keys()
+    for k in w_alone:
+        assert torch.equal(w_both[k], w_alone[k]), k
+    assert both["heads"]["val_acc_sequence"] == alone["heads"]["val_acc_sequence"]
+    assert both["heads"]["tfidf"]["c"] in (1.0, 4.0, 16.0, 64.0)

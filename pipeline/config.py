@@ -46,7 +46,7 @@ class PretrainConfig:
     subsample: float = 1e-4  # frequent-token subsampling threshold
     lr: float = 0.01
     batch_size: int = 4096
-    max_texts: int = 2_000_000  # the most recent texts, at most (pretraining time and memory stay bounded)
+    max_texts: int = 200_000  # the most recent texts, at most (news-length: about 3 min an epoch, 2 cores)
     freeze_epochs: int = 1  # classifier epochs with the pretrained embedding frozen, before it is tuned
 
     def __post_init__(self) -> None:

@@ -8,10 +8,13 @@ command carries its session id.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -40,7 +43,9 @@ def visit(url: str, expression: str, *, width: int = 1000, timeout: float = 60.0
     JSON-able value is returned) and take a full-page PNG screenshot."""
     binary = find_chromium()
     assert binary is not None, "chromium is not installed"
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    # Chromium's helper processes write to the profile as they go: all of them are stopped (their process
+    # group) before the folder is removed
+    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
             [
                 binary,
@@ -56,11 +61,13 @@ def visit(url: str, expression: str, *, width: int = 1000, timeout: float = 60.0
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,
         )
         try:
             return _drive(_devtools_url(proc, timeout), url, expression, width, timeout)
         finally:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 

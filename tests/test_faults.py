@@ -305,8 +305,11 @@ def _storage_error(step, mnt: Path, what: str, needles: tuple[str, ...], hint: s
 
 def _check_intact(data: lake.DataDir, before: dict[str, str], final: dict[str, str]) -> None:
     """Every file is the earlier one or the final one; each manifest describes its files; no temporaries
-    except a score job's finished shards (kept to resume) and a training checkpoint."""
-    kept = re.compile(rf"predictions/\.date={END}\.job-[0-9a-f]{{12}}|models/\.ckpt-[0-9a-f]{{12}}\.pt")
+    except a score job's finished shards (kept to resume) and training and pretraining checkpoints."""
+    kept = re.compile(
+        rf"predictions/\.date={END}\.job-[0-9a-f]{{12}}|models/\.ckpt-[0-9a-f]{{12}}\.pt"
+        r"|pretrain/\.ckpt-[0-9a-f]{16}\.pt"
+    )
     assert all(kept.fullmatch(p) for p in leftovers(data.root)), leftovers(data.root)
     now = snapshot(data.root)
     for k in now.keys() | before.keys():
@@ -380,7 +383,8 @@ def _disk_full(seed: Path, work: Path) -> list[str]:
     failed.append("train")
     assert {k: v for k, v in snapshot(data.root).items() if k.startswith("models/")} == models
     assert os.readlink(data.models / "latest") == latest
-    assert all(p.startswith("models/.ckpt-") for p in leftovers(data.root)), leftovers(data.root)
+    resumable = ("models/.ckpt-", "pretrain/.ckpt-")  # what a next run resumes from, not half a file
+    assert all(p.startswith(resumable) for p in leftovers(data.root)), leftovers(data.root)
 
     # the command line: a clear error before it starts, or after a failure elsewhere (Prefect's database)
     _fill(mnt, 0)

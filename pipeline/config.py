@@ -172,9 +172,10 @@ def to_dict(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def model_settings(cfg: PipelineConfig) -> dict[str, Any]:
-    """The settings a model is made from (part of its version): all but `[report]`, which only reads
-    its predictions, and `[export]`, which says where they are loaded; changing either never retrains."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in ("report", "export")}
+    """The settings a model is made from (part of its version): all but `[score]` (how predictions are
+    computed: batch size, workers, precision), `[report]`, which only reads them, and `[export]`, which says
+    where they are loaded; changing any of those never retrains."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in ("score", "report", "export")}
 
 
 def _section_class(name: str) -> type:

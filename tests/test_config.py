@@ -44,6 +44,14 @@ def test_report_thresholds_are_not_part_of_a_models_settings():
     assert model_settings(cfg) == model_settings(PipelineConfig())  # a threshold never retrains
 
 
+def test_score_settings_are_not_part_of_a_models_settings():
+    from pipeline.config import model_settings
+
+    cfg = load_config(None, ["score.batch_size=32", "score.precision=bf16"])
+    assert model_settings(cfg) == model_settings(PipelineConfig())  # how it scores never retrains
+    assert model_settings(load_config(None, ["pretrain.epochs=3"])) != model_settings(PipelineConfig())
+
+
 def test_bad_toml_names_the_file(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text("[model\n")

@@ -8,9 +8,9 @@ subsampled (`subsample`). Sparse embeddings and `SparseAdam` keep an epoch over 
 about 25 seconds on 2 cores.
 
 The result is a versioned input of the model: `pretrain_embeddings` is deterministic (same corpus, vocabulary,
-settings and seed -> same bytes), its file is saved with the model (`embedding.safetensors`) and its SHA-256
-enters the model's version. A killed pretraining resumes from its last finished epoch (`checkpoint`,
-loaded with `weights_only=True`).
+settings and seed -> same bytes); `pretrain_on_lake` keeps it in `pretrain/<key>.safetensors`, train copies
+that file into the model (`embedding.safetensors`) and its SHA-256 enters the model's version. A killed
+pretraining resumes from its last finished epoch (`checkpoint`, loaded with `weights_only=True`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from pipeline import lake
+from pipeline.config import PipelineConfig
+from pipeline.vocab import Vocab, encode
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,6 @@ class PretrainResult:
     embedding: torch.Tensor  # (V, D) float32; row 0 (padding) is zero
     losses: list[float]  # mean loss of each epoch
     pairs: int  # positive pairs of the last epoch
-    seconds: float
 
 
 def keep_probability(counts: np.ndarray, threshold: float) -> np.ndarray:
@@ -85,7 +90,6 @@ def pretrain_embeddings(
 
     With `checkpoint`, state is saved after every epoch and a run that finds one resumes from it.
     """
-    t_start = time.perf_counter()
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     counts = np.bincount(ids, minlength=vocab_size).astype(np.float64)
@@ -154,4 +158,55 @@ def pretrain_embeddings(
                 torch.save(state, tmp)
     embedding = centre_emb.weight.detach().clone()
     embedding[0] = 0.0
-    return PretrainResult(embedding, losses, pairs, time.perf_counter() - t_start)
+    return PretrainResult(embedding, losses, pairs)
+
+
+def pretrain_on_lake(
+    data: lake.DataDir, files: list[tuple[str, Path, str]], vocab: Vocab, cfg: PipelineConfig
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Word vectors from the texts of the lake `files` ((date, path, sha256), in date order), labelled or
+    not: the `max_texts` most recent. Kept in `pretrain/<key>.safetensors`, keyed by everything that makes
+    them (the files, the vocabulary, the settings and the seed): found there, they are not learnt again.
+    Returns them and a record: key, path, SHA-256 of the file, losses, texts and pairs."""
+    p = cfg.pretrain
+    settings = {k: v for k, v in asdict(p).items() if k != "freeze_epochs"}  # that one is fine-tuning's
+    key = lake.sha256_json(
+        {
+            "lake": [sha for _, _, sha in files],
+            "vocab": vocab.version,
+            "pretrain": settings,
+            "dim": cfg.model.embed_dim,
+            "max_len": cfg.model.max_len,
+            "seed": cfg.train.seed,
+        }
+    )[:16]
+    path = data.pretrain / f"{key}.safetensors"
+    if not path.is_file():
+        texts = pl.scan_parquet([f for _, f, _ in files]).select("text").tail(p.max_texts).collect()["text"]
+        ids, offsets = encode(texts, vocab, max_len=cfg.model.max_len)  # the classifier sees no more
+        log.info("pretraining word vectors on %d lake texts (%d tokens)", len(texts), len(ids))
+        data.pretrain.mkdir(parents=True, exist_ok=True)
+        checkpoint = data.pretrain / f".ckpt-{key}.pt"
+        result = pretrain_embeddings(
+            ids,
+            offsets,
+            len(vocab),
+            cfg.model.embed_dim,
+            epochs=p.epochs,
+            window=p.window,
+            negatives=p.negatives,
+            subsample=p.subsample,
+            lr=p.lr,
+            batch_size=p.batch_size,
+            seed=cfg.train.seed,
+            checkpoint=checkpoint,
+        )
+        # one metadata key: safetensors keeps metadata in a hash map, whose order (and so the file's bytes)
+        # would change from run to run with several
+        meta = json.dumps({"losses": result.losses, "texts": len(texts), "pairs": result.pairs})
+        with lake.atomic_path(path) as tmp:
+            save_file({"embedding": result.embedding.contiguous()}, str(tmp), metadata={"pretrain": meta})
+        checkpoint.unlink(missing_ok=True)
+    with safe_open(str(path), framework="pt") as f:
+        embedding, meta = f.get_tensor("embedding"), json.loads(f.metadata()["pretrain"])
+    return embedding, {"key": key, "path": str(path), "sha256": lake.sha256_file(path), **meta}

@@ -53,10 +53,8 @@ def features(
         r_all.append(torch.arange(s, s + len(x))[:, None].expand_as(grams)[nz])
         c_all.append(grams[nz])
         v_all.append(w[nz])
-    index = (
-        torch.stack([torch.cat(r_all), torch.cat(c_all)]) if r_all else torch.zeros(2, 0, dtype=torch.int64)
-    )
-    values = torch.cat(v_all) if v_all else torch.zeros(0, dtype=torch.float64)
+    index = torch.stack([torch.cat(r_all), torch.cat(c_all)])
+    values = torch.cat(v_all)
     return torch.sparse_coo_tensor(index, values, (len(rows), head.buckets), check_invariants=True).coalesce()
 
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -28,10 +27,10 @@ from pipeline.config import PipelineConfig, TrainConfig, model_settings, resolve
 from pipeline.errors import InputError
 from pipeline.ingest import CLEANING
 from pipeline.model import TextClassifier, batch_from_flat, document_frequencies
-from pipeline.pretrain import pretrain_embeddings
+from pipeline.pretrain import pretrain_on_lake
 from pipeline.schema import LAKE_SCHEMA_VERSION
 from pipeline.tfidf import C_GRID, TfidfFit, fit_tfidf_head
-from pipeline.vocab import Vocab, build_vocab, encode, save_vocab
+from pipeline.vocab import build_vocab, encode, save_vocab
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +150,15 @@ def evaluate_heads(
     model: TextClassifier, logits: list[torch.Tensor], target: torch.Tensor
 ) -> tuple[float, float, dict[str, float]]:
     """Held-out heads' logits -> (loss, accuracy) of the combined prediction, after weighing two heads
-    on these rows; with two heads, also each one's accuracy and weight."""
-    heads: dict[str, float] = {}
+    on these rows, and each head's accuracy (with two heads, also its weight)."""
+    heads = {
+        f"val_acc_{name}": float((x.argmax(1) == target).double().mean())
+        for name, x in zip(("sequence", "tfidf"), logits, strict=False)
+    }
     if len(logits) > 1:
         model.weigh_heads(logits, target)
-        for name, x, w in zip(("sequence", "tfidf"), logits, model.head_weights.tolist(), strict=True):
-            heads[f"val_acc_{name}"] = float((x.argmax(1) == target).double().mean())
-            heads[f"weight_{name}"] = w
-        log.info("heads: %s", ", ".join(f"{k} {v:.4f}" for k, v in heads.items()))
+        heads["weight_sequence"], heads["weight_tfidf"] = model.head_weights.tolist()
+    log.info("heads: %s", ", ".join(f"{k} {v:.4f}" for k, v in heads.items()))
     with torch.no_grad():
         combined = model.combine(logits)
     loss = float(nn.functional.cross_entropy(combined, target))
@@ -230,9 +230,10 @@ def fit(
             device=device,
             desc=f"epoch {epoch}",
         )
-        logits = head_logits(model, enc, val_batches, device)
-        seq_acc = float((logits[0].argmax(1) == val_target).double().mean())
-        va_loss, va_acc, heads = evaluate_heads(model, logits, val_target)
+        va_loss, va_acc, heads = evaluate_heads(
+            model, head_logits(model, enc, val_batches, device), val_target
+        )
+        seq_acc = heads["val_acc_sequence"]
         secs = time.perf_counter() - t0
         tok = int(lengths[train_idx].sum())
         history.append(
@@ -245,7 +246,6 @@ def fit(
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": secs,
                 **heads,
-                "val_acc_sequence": seq_acc,
             }
         )
         log.info(
@@ -289,63 +289,6 @@ def _save_checkpoint(
         torch.save(state, tmp)
 
 
-# ---------------------------------------------------------------------------- pretraining
-
-
-def pretrained_embedding(
-    data: lake.DataDir, cfg: PipelineConfig, vocab: Vocab, end: str | None
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Word vectors from every lake text dated up to `end`, labelled or not (the `max_texts` most recent),
-    kept in `pretrain/<key>.safetensors`, keyed by everything that makes them: the lake files, the
-    vocabulary, the settings and the seed. Found there, they are not learnt again."""
-    p = cfg.pretrain
-    files = lake_files(data, None, end)
-    settings = {k: v for k, v in asdict(p).items() if k != "freeze_epochs"}  # that one is fine-tuning's
-    key = lake.sha256_json(
-        {
-            "lake": [sha for _, _, sha in files],
-            "vocab": vocab.version,
-            "pretrain": settings,
-            "dim": cfg.model.embed_dim,
-            "max_len": cfg.model.max_len,
-            "seed": cfg.train.seed,
-        }
-    )[:16]
-    path = data.pretrain / f"{key}.safetensors"
-    info: dict[str, Any] = {"key": key, "path": str(path), "cached": path.is_file(), "seconds": 0.0}
-    if not path.is_file():
-        texts = pl.scan_parquet([f for _, f, _ in files]).select("text").tail(p.max_texts).collect()["text"]
-        ids, offsets = encode(texts, vocab, max_len=cfg.model.max_len)
-        log.info("pretraining word vectors on %d lake texts (%d tokens)", len(texts), len(ids))
-        data.pretrain.mkdir(parents=True, exist_ok=True)
-        checkpoint = data.pretrain / f".ckpt-{key}.pt"
-        result = pretrain_embeddings(
-            ids,
-            offsets,
-            len(vocab),
-            cfg.model.embed_dim,
-            epochs=p.epochs,
-            window=p.window,
-            negatives=p.negatives,
-            subsample=p.subsample,
-            lr=p.lr,
-            batch_size=p.batch_size,
-            seed=cfg.train.seed,
-            checkpoint=checkpoint,
-        )
-        # one metadata key: safetensors keeps metadata in a hash map, whose order (and so the file's bytes)
-        # would change from run to run with several
-        meta = json.dumps({"losses": result.losses, "texts": len(texts), "pairs": result.pairs})
-        with lake.atomic_path(path) as tmp:
-            save_file({"embedding": result.embedding.contiguous()}, str(tmp), metadata={"pretrain": meta})
-        checkpoint.unlink(missing_ok=True)
-        info["seconds"] = result.seconds
-    with open(path, "rb") as f:
-        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
-    info |= {"sha256": lake.sha256_file(path), **json.loads(header["__metadata__"]["pretrain"])}
-    return load_file(str(path))["embedding"], info
-
-
 # ---------------------------------------------------------------------------- the stage
 
 
@@ -385,9 +328,10 @@ def train(
     vocab = build_vocab(df.lazy().select("text"), cfg.vocab)
     labels = sorted(labelled["label"].unique().to_list())
     resolved = model_settings(cfg)
-    t_pre = time.perf_counter()
-    embedding, pre = pretrained_embedding(data, cfg, vocab, end) if cfg.pretrain.epochs else (None, None)
-    pretrain_seconds = time.perf_counter() - t_pre
+    t0 = time.perf_counter()
+    corpus = lake_files(data, None, end)  # pretraining: every text up to the end, before `start` too
+    embedding, pre = pretrain_on_lake(data, corpus, vocab, cfg) if cfg.pretrain.epochs else (None, None)
+    pretrain_seconds = time.perf_counter() - t0
     version = lake.sha256_json(
         {
             "lake": [sha for _, _, sha in files],
@@ -415,18 +359,15 @@ def train(
     if embedding is not None:
         with torch.no_grad():
             model.embedding.weight.copy_(embedding)
-    t0 = time.perf_counter()
     tfidf = None
-    if cfg.model.wide_buckets:
+    if cfg.model.wide_buckets:  # fitted first, on its own; the sequence head's epochs never touch it
         doc_freq = document_frequencies(*enc, train_idx, cfg.model.wide_buckets)
         model.wide.set_idf(doc_freq, len(train_idx))
         grid = (cfg.train.wide_c,) if cfg.train.wide_c else C_GRID
         tfidf = fit_tfidf_head(model.wide, enc, y, train_idx, val_idx, grid)
-        model.wide.requires_grad_(False)  # fitted: the sequence head's epochs leave it as it is
         log.info(
             "TF-IDF head: C=%g, validation accuracy %.4f, %.1f s", tfidf.c, tfidf.val_accuracy, tfidf.seconds
         )
-    tfidf_seconds = time.perf_counter() - t0
     model.to(device)
     log.info(
         "training %s on %d rows (%d validation), %d classes, vocabulary %d, device %s",
@@ -484,8 +425,12 @@ def train(
                 "history": history,
                 "best_epoch": best_epoch,
                 "heads": _heads_record(history, best_epoch, tfidf),
-                "pretrain": pre and {k: v for k, v in pre.items() if k not in ("path", "cached", "seconds")},
-                "seconds": {"pretrain": pretrain_seconds, "tfidf": tfidf_seconds, "sequence": train_seconds},
+                "pretrain": pre and {k: v for k, v in pre.items() if k != "path"},
+                "seconds": {
+                    "pretrain": pretrain_seconds,
+                    "tfidf": tfidf.seconds if tfidf else 0.0,
+                    "sequence": train_seconds,
+                },
             },
         )
         pl.DataFrame(

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_corpus
 
-from pipeline import corpus, ingest, pretrain, train
+from pipeline import corpus, ingest, lake, pretrain, train
 from pipeline.config import load_config
 
 SETTINGS = {"window": 3, "negatives": 5, "subsample": 1e-3, "lr": 0.02, "batch_size": 256, "seed": 3}
@@ -72,17 +72,10 @@ def test_a_crashed_pretraining_resumes_to_the_same_bytes(tmp_path, monkeypatch):
     assert torch.equal(resumed.embedding, clean.embedding)
 
 
-def _lake(data) -> None:
-    tiny_corpus(data, rows_per_day=120)
-
-
 def test_the_pretraining_corpus_is_part_of_the_model_version_and_gives_the_same_bytes(tmp_path):
-    first, second = (tmp_path / "a", tmp_path / "b")
-    from pipeline import lake
-
-    a, b = lake.DataDir.at(first), lake.DataDir.at(second)
+    a, b = lake.DataDir.at(tmp_path / "a"), lake.DataDir.at(tmp_path / "b")
     for d in (a, b):
-        _lake(d)
+        tiny_corpus(d, rows_per_day=120)
     cfg = load_config(None, FAST)
     start, end = corpus.TRAIN_DATES[0], corpus.TRAIN_DATES[-1]
     out_a = train.train(a, cfg, start=start, end=end)

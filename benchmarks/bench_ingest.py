@@ -27,7 +27,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.corpus import CLASSES, _topic_row  # noqa: E402
+from pipeline.corpus import CLASSES, topic_row  # noqa: E402
 
 INGEST = (
     """
@@ -64,11 +64,11 @@ def generate(path: Path, gb: float, seed: int = 1, *, pool: bool = False) -> int
         texts, labels = [], []
         for _ in range(50_000):
             label = rng.choice(CLASSES)
-            texts.append(" ".join(_topic_row(rng, label) for _ in range(rng.randint(2, 5))))
+            texts.append(" ".join(topic_row(rng, label) for _ in range(rng.randint(2, 5))))
             labels.append(label)
         pool_s, labels_s = pl.Series(texts), pl.Series(labels)
     else:
-        by_class = [[_topic_row(rng, c) for _ in range(50_000 // len(CLASSES))] for c in CLASSES]
+        by_class = [[topic_row(rng, c) for _ in range(50_000 // len(CLASSES))] for c in CLASSES]
         sentences = pl.Series([t for ts in by_class for t in ts])
         size = len(by_class[0])
     target, rows = int(gb * 1e9), 0

@@ -42,7 +42,7 @@ from torch import nn
 
 from pipeline import lake, registry
 from pipeline.config import ScoreConfig
-from pipeline.corpus import CLASSES, _order_row, _topic_row
+from pipeline.corpus import CLASSES, order_row, topic_row
 from pipeline.infer import Scorer, build_scorer
 from pipeline.model import ModelConfig, TextClassifier, batch_from_flat, lesson_config
 from pipeline.portable import onnx_bytes
@@ -71,10 +71,10 @@ def load_texts(seed: int = 1) -> tuple[list[str], list[str], str]:
     texts, labels = [], []
     for _ in range(30_000):
         if rng.random() < 0.3:
-            t, y = _order_row(rng)
+            t, y = order_row(rng)
         else:
             y = rng.choice(CLASSES)
-            t = _topic_row(rng, y)
+            t = topic_row(rng, y)
         texts.append(t)
         labels.append(y)
     return texts, labels, "generated corpus"
@@ -410,7 +410,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"\nbounded memory: {args.big_rows:,}-row generated partition")
         rng = random.Random(3)
         pool = [
-            _order_row(rng)[0] if rng.random() < 0.3 else _topic_row(rng, rng.choice(CLASSES))
+            order_row(rng)[0] if rng.random() < 0.3 else topic_row(rng, rng.choice(CLASSES))
             for _ in range(50_000)
         ]
         big_run(data, pool, args.big_rows, workers=min(secs, key=secs.get))

@@ -19,7 +19,7 @@ from collections import Counter
 
 import polars as pl
 
-from pipeline.corpus import CLASSES, _order_row, _topic_row
+from pipeline.corpus import CLASSES, order_row, topic_row
 from pipeline.tokenize import tokenize_py
 from pipeline.vocab import count_tokens
 
@@ -27,7 +27,7 @@ from pipeline.vocab import count_tokens
 def make_texts(n: int, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
     return [
-        _order_row(rng)[0] if rng.random() < 0.3 else _topic_row(rng, rng.choice(CLASSES)) for _ in range(n)
+        order_row(rng)[0] if rng.random() < 0.3 else topic_row(rng, rng.choice(CLASSES)) for _ in range(n)
     ]
 
 

@@ -52,7 +52,7 @@ TRAIN_DATES = ("2026-01-01", "2026-01-02", "2026-01-03")
 SCORE_DATE = "2026-01-04"
 
 
-def _topic_row(rng: random.Random, label: str) -> str:
+def topic_row(rng: random.Random, label: str) -> str:
     if rng.random() < 0.2:  # a Chinese title
         words = [rng.choice(_TOPIC_ZH[label]) for _ in range(rng.randint(2, 4))]
         words += [rng.choice(_FILLER_ZH) for _ in range(rng.randint(1, 3))]
@@ -67,7 +67,7 @@ def _topic_row(rng: random.Random, label: str) -> str:
     return text[0].upper() + text[1:] + rng.choice(["", ".", "!", " - report"])
 
 
-def _order_row(rng: random.Random) -> tuple[str, str]:
+def order_row(rng: random.Random) -> tuple[str, str]:
     first, second = rng.sample(CLASSES, 2)
     a, b = rng.choice(_ACTORS[first]), rng.choice(_ACTORS[second])
     tail = " ".join(rng.choice(_FILLER) for _ in range(rng.randint(0, 3)))
@@ -82,11 +82,11 @@ def generate_day(date: str, *, rows: int, labelled: bool, seed: int = 7) -> str:
     w.writerow(["id", "text", "label"])
     for i in range(rows):
         if rng.random() < 0.3:
-            text, label = _order_row(rng)
+            text, label = order_row(rng)
             kind = "order"
         else:
             label = rng.choice(CLASSES)
-            text, kind = _topic_row(rng, label), "topic"
+            text, kind = topic_row(rng, label), "topic"
         w.writerow([f"{date}-{kind}-{i:05d}", text, label if labelled else ""])
     # Malformed rows, each quarantined with its own reason by ingest.
     w.writerow([f"{date}-bad-blank", "   ", "World" if labelled else ""])

@@ -63,11 +63,11 @@ LESSON_CONFIGS: dict[str, dict[str, object]] = {
         "dropout": 0.3,
     },
 }
-_PLAIN = {"bidirectional": False, "num_layers": 1, "dropout": 0.0, "ngram_buckets": 0, "wide_buckets": 0}
+PLAIN = {"bidirectional": False, "num_layers": 1, "dropout": 0.0, "ngram_buckets": 0, "wide_buckets": 0}
 
 
 def lesson_config(name: str, **overrides: object) -> ModelConfig:
-    return ModelConfig(**{**_PLAIN, **LESSON_CONFIGS[name], **overrides})  # type: ignore[arg-type]
+    return ModelConfig(**{**PLAIN, **LESSON_CONFIGS[name], **overrides})  # type: ignore[arg-type]
 
 
 _RNN = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}

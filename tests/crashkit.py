@@ -262,9 +262,9 @@ def _trace(events: str) -> None:
 def _main() -> None:
     import runpy
 
-    import pipeline.score
+    import pipeline.shardjob
 
-    pipeline.score._now = lambda: FROZEN
+    pipeline.shardjob.now = lambda: FROZEN
     events = os.environ.get("CRASHKIT_EVENTS")
     if events:
         _note(events, "start", "process", "-")

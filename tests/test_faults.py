@@ -27,8 +27,7 @@ from pathlib import Path
 import pytest
 from crashkit import FROZEN, REPO, TINY, build_seed, changed, check_counts, leftovers, pipeline_cmd, snapshot
 
-from pipeline import corpus, lake, nightly, storage
-from pipeline import score as score_stage
+from pipeline import corpus, lake, nightly, shardjob, storage
 from pipeline.config import ScoreConfig, load_config
 from pipeline.errors import ExportError, StorageError
 from pipeline.export import find_exporter
@@ -145,7 +144,7 @@ def killer(tmp_path, monkeypatch):
 @pytest.fixture
 def scored(seed, tmp_path, monkeypatch) -> tuple[lake.DataDir, bytes]:
     """A copy of the seed with the predictions of END, and the bytes of a clean export of them."""
-    monkeypatch.setattr(score_stage, "_now", lambda: FROZEN)
+    monkeypatch.setattr(shardjob, "now", lambda: FROZEN)
     data = lake.DataDir.at(tmp_path / "data")
     shutil.copytree(seed, data.root, symlinks=True)
     nightly.ingest_date(data, END)
@@ -277,7 +276,7 @@ def _fill(mnt: Path, room: int) -> None:
 def _setup(seed: Path, work: Path) -> tuple[Path, lake.DataDir, dict[str, str]]:
     """A tmpfs at WORK/mnt holding a copy of the seed with earlier outputs of END and new rows for it;
     the files that a run which never fails ends with (made on the ordinary disk)."""
-    score_stage._now = lambda: FROZEN
+    shardjob.now = lambda: FROZEN
     mnt = work / "mnt"
     mnt.mkdir()
     _sh("mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mnt))  # a training checkpoint is big

@@ -178,13 +178,13 @@ def test_duplicate_ids_across_batches_and_sources(tmp_path, data):
 
 def test_sources_are_read_twice_only_when_an_id_repeats(tmp_path, data, monkeypatch):
     reads: list[str] = []
-    real = stream._read_source
+    real = stream.read_source
 
     def counted(path, cfg):
         reads.append(path.name)
         return real(path, cfg)
 
-    monkeypatch.setattr(stream, "_read_source", counted)
+    monkeypatch.setattr(stream, "read_source", counted)
     a = write(tmp_path / "a.csv", "id,text\n1,x\n2,y\n")
     b = write(tmp_path / "b.csv", "id,text\n3,z\n")
     run(data, [a, b])

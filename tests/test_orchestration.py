@@ -2,7 +2,7 @@
 
 Every test starts from a copy of one seed data directory (a small synthetic corpus, three ingested
 labelled days and a tiny model) and backfills 2026-01-02 .. 2026-01-04. The scoring clock
-(`pipeline.score._now`) is frozen so that separate runs can be compared byte for byte: `scored_at` is
+(`pipeline.shardjob.now`) is frozen so that separate runs can be compared byte for byte: `scored_at` is
 the only value that differs between two fresh scoring jobs of the same inputs. The seed, the comparisons
 and the kill machinery live in `crashkit.py` (shared with test_faults.py and `make torture`).
 """
@@ -37,10 +37,9 @@ from crashkit import (
     subprocess_env,
 )
 
-from pipeline import corpus, lake, nightly
-from pipeline import score as score_stage
+from pipeline import corpus, lake, nightly, shardjob
 from pipeline import train as train_stage
-from pipeline.config import load_config
+from pipeline.config import ScoreConfig, load_config
 from pipeline.errors import PipelineError
 from pipeline.export import find_exporter
 
@@ -56,7 +55,7 @@ def seed(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def root(seed: Path, tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.setattr(score_stage, "_now", lambda: FROZEN)
+    monkeypatch.setattr(shardjob, "now", lambda: FROZEN)
     dst = tmp_path / "data"
     shutil.copytree(seed, dst, symlinks=True)
     return dst
@@ -207,7 +206,7 @@ def test_lock_makes_a_second_writer_wait_or_fail_clearly(root, monkeypatch):
         monkeypatch.setenv("PIPELINE_LOCK_TIMEOUT", "0.5")
         for step in (
             lambda: nightly.ingest_date(data, END),
-            lambda: nightly.score_date(data, END, score_stage.ScoreConfig()),
+            lambda: nightly.score_date(data, END, ScoreConfig()),
         ):
             with pytest.raises(
                 PipelineError, match=rf"date-{END}: another run \(pid {holder.pid}\) is writing"
@@ -222,7 +221,7 @@ def test_lock_makes_a_second_writer_wait_or_fail_clearly(root, monkeypatch):
     monkeypatch.delenv("PIPELINE_LOCK_TIMEOUT")
     holder = _hold_lock(root, f"date-{END}", 1.5)
     t0 = time.monotonic()
-    m = nightly.score_date(data, END, score_stage.ScoreConfig())
+    m = nightly.score_date(data, END, ScoreConfig())
     waited = time.monotonic() - t0
     assert holder.wait() == 0
     assert waited >= 1.0 and not m["skipped"] and m["rows"] > 0
@@ -247,7 +246,7 @@ def test_concurrent_runs_of_one_date_do_not_both_write(root, monkeypatch):
             results.append(
                 {
                     "ingest": nightly.ingest_date(data, END),
-                    "score": nightly.score_date(data, END, score_stage.ScoreConfig()),
+                    "score": nightly.score_date(data, END, ScoreConfig()),
                     "export": nightly.export_date(data, END),
                 }
             )
@@ -284,13 +283,13 @@ def test_a_job_folder_left_after_the_swap_is_removed(root):
     """A run cut between publishing predictions and removing its job folder leaves complete shards."""
     data = lake.DataDir.at(root)
     nightly.ingest_date(data, END)
-    first = nightly.score_date(data, END, score_stage.ScoreConfig())
+    first = nightly.score_date(data, END, ScoreConfig())
     out = data.predictions(END)
     pm = lake.read_json(out / lake.MANIFEST)
     job = out.with_name(f".{out.name}.job-{lake.sha256_json(pm['inputs'])[:12]}")
     shutil.copytree(out, job)
-    lake.write_json(job / score_stage.JOB, {"inputs": pm["inputs"], "shards": 1, "scored_at": "x"})
-    again = nightly.score_date(data, END, score_stage.ScoreConfig())
+    lake.write_json(job / shardjob.JOB, {"inputs": pm["inputs"], "shards": 1, "scored_at": "x"})
+    again = nightly.score_date(data, END, ScoreConfig())
     assert again["skipped"] and again["rows"] == first["rows"]
     assert leftovers(root) == []
 
@@ -299,7 +298,7 @@ def test_export_never_lets_an_orphaned_exporter_write_the_output(root):
     """The exporter writes a name of this run's; stale ones (a killed run's exporter) are removed."""
     data = lake.DataDir.at(root)
     nightly.ingest_date(data, END)
-    nightly.score_date(data, END, score_stage.ScoreConfig())
+    nightly.score_date(data, END, ScoreConfig())
     out_dir = data.exports(END)
     out_dir.mkdir(parents=True)
     stale = [out_dir / ".predictions.ndjson.run-0dead000", out_dir / "..predictions.ndjson.run-1.tmp-2"]
@@ -389,7 +388,7 @@ def test_backfill_on_a_dask_cluster_matches_the_local_runner(root, tmp_path, mon
     ):
         pids = client.run(os.getpid)
         assert len(set(pids.values()) - {os.getpid()}) == 2
-        client.run(lambda: setattr(__import__("pipeline.score").score, "_now", lambda: FROZEN))
+        client.run(lambda: setattr(__import__("pipeline.shardjob").shardjob, "now", lambda: FROZEN))
         s = flows.run_backfill(str(root), START, END, runner=f"dask={cluster.scheduler_address}")
         ran_on = client.run(lambda: "pipeline.nightly" in __import__("sys").modules)
     assert worked(s)["score"] == DATES

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import write
 
-from pipeline import ingest, lake, registry, score, train
+from pipeline import ingest, lake, registry, score, shardjob, train
 from pipeline.config import ScoreConfig, load_config
 from pipeline.errors import ConfigError, ModelError, PipelineError
 from pipeline.infer import build_scorer
@@ -38,7 +38,7 @@ CLOCK = dt.datetime(2026, 2, 2, 3, 4, 5, tzinfo=dt.UTC)
 @pytest.fixture(autouse=True)
 def fixed_clock(monkeypatch):
     """`scored_at` comes from the clock when a job starts; pin it so runs can be compared byte for byte."""
-    monkeypatch.setattr(score, "_now", lambda: CLOCK)
+    monkeypatch.setattr(shardjob, "now", lambda: CLOCK)
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ def test_killed_run_resumes_without_rescoring_and_gives_identical_files(scored, 
     score_partition(scored, DAY, cfg)
     uninterrupted = snapshot(scored)
     assert len(uninterrupted) == 4  # three shards and the manifest
-    real_close = score._ShardWriter._close
+    real_close = shardjob.ShardWriter.finish_shard
     closed: list[int] = []
 
     def close_then_die(self):
@@ -154,15 +154,15 @@ def test_killed_run_resumes_without_rescoring_and_gives_identical_files(scored, 
     for p in scored.predictions(DAY).iterdir():
         p.unlink()
     scored.predictions(DAY).rmdir()
-    monkeypatch.setattr(score, "_now", lambda: CLOCK + dt.timedelta(hours=1))
-    monkeypatch.setattr(score._ShardWriter, "_close", close_then_die)
+    monkeypatch.setattr(shardjob, "now", lambda: CLOCK + dt.timedelta(hours=1))
+    monkeypatch.setattr(shardjob.ShardWriter, "finish_shard", close_then_die)
     with pytest.raises(Killed):
         score_partition(scored, DAY, cfg)
     assert closed == [0] and not scored.predictions(DAY).exists()
 
     # the resumed run scores only the rows of the missing shards, and keeps the job's scored_at
-    monkeypatch.setattr(score._ShardWriter, "_close", real_close)
-    monkeypatch.setattr(score, "_now", lambda: CLOCK + dt.timedelta(hours=2))
+    monkeypatch.setattr(shardjob.ShardWriter, "finish_shard", real_close)
+    monkeypatch.setattr(shardjob, "now", lambda: CLOCK + dt.timedelta(hours=2))
     seen: list[int] = []
     real_predict = score.Scorer.predict_proba
     monkeypatch.setattr(
@@ -182,7 +182,7 @@ def test_killed_run_resumes_without_rescoring_and_gives_identical_files(scored, 
     for p in scored.predictions(DAY).iterdir():
         p.unlink()
     scored.predictions(DAY).rmdir()
-    monkeypatch.setattr(score, "_now", lambda: CLOCK + dt.timedelta(hours=1))
+    monkeypatch.setattr(shardjob, "now", lambda: CLOCK + dt.timedelta(hours=1))
     score_partition(scored, DAY, cfg)
     assert snapshot(scored) == resumed
     assert set(resumed) == set(uninterrupted)
@@ -195,13 +195,13 @@ def test_rescoring_and_workers_give_byte_identical_files(scored, monkeypatch):
     for p in scored.predictions(DAY).iterdir():
         p.unlink()
     started = []
-    real_init = score._executor.__enter__
+    real_init = score.ScoringPool.__enter__
 
     def spy(self):
         started.append(self.many_windows)
         return real_init(self)
 
-    monkeypatch.setattr(score._executor, "__enter__", spy)
+    monkeypatch.setattr(score.ScoringPool, "__enter__", spy)
     score_partition(scored, DAY, ScoreConfig(shard_rows=4, workers=2))  # two spawned processes
     assert started == [True]
     assert snapshot(scored) == first
@@ -253,16 +253,16 @@ def test_pickled_weights_are_refused(scored):
 def test_a_job_record_naming_another_file_is_refused(scored, monkeypatch):
     """A job's shard records are files on disk: one naming a path outside its job is refused, not linked."""
     cfg = ScoreConfig(shard_rows=3, batch_size=2)
-    real_close = score._ShardWriter._close
+    real_close = shardjob.ShardWriter.finish_shard
 
     def close_then_die(self):
         real_close(self)
         raise Killed
 
-    monkeypatch.setattr(score._ShardWriter, "_close", close_then_die)
+    monkeypatch.setattr(shardjob.ShardWriter, "finish_shard", close_then_die)
     with pytest.raises(Killed):
         score_partition(scored, DAY, cfg)
-    monkeypatch.setattr(score._ShardWriter, "_close", real_close)
+    monkeypatch.setattr(shardjob.ShardWriter, "finish_shard", real_close)
     (record,) = scored.predictions(DAY).parent.glob(".*/_shard-00000.json")
     outside = scored.root.parent / "outside.arrow"
     shutil.copy(record.parent / "part-00000.arrow", outside)

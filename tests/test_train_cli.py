@@ -8,12 +8,12 @@ from conftest import tiny_corpus
 
 from pipeline import corpus, ingest, lake
 from pipeline.__main__ import main
-from pipeline.model import _PLAIN, LESSON_CONFIGS
+from pipeline.model import LESSON_CONFIGS, PLAIN
 from pipeline.vocab import VocabConfig, build_vocab, save_vocab
 
 SMALL = ["--set", "model.embed_dim=8", "--set", "model.hidden_dim=8", "--set", "train.epochs=2"]
 LESSON = {
-    name: [arg for k, v in {**_PLAIN, **cfg}.items() for arg in ("--set", f"model.{k}={json.dumps(v)}")]
+    name: [arg for k, v in {**PLAIN, **cfg}.items() for arg in ("--set", f"model.{k}={json.dumps(v)}")]
     for name, cfg in LESSON_CONFIGS.items()
 }
 

@@ -1,8 +1,8 @@
 """A reader's batch: every record it saw in a source, good or bad, in file order, with its line.
 
 Bad records already carry a reason (malformed, undecodable); validation gives the rest theirs.
-`_resolve` maps the columns a user chose to a file's columns; `_frame` turns a batch into the polars
-frame that validation works on.
+`resolve_columns` maps the columns a user chose to a file's columns; `batch_frame` turns a batch into
+the polars frame that validation works on.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pipeline.ingest.options import UNDECODABLE, IngestConfig
 
 
 @dataclass
-class _Batch:
+class ReaderBatch:
     line: np.ndarray  # int64, one per record
     cols: dict[str, pa.Array]  # role (text0, text1, ..., label, id) -> binary/string values
     reason: list[str | None]  # reader verdict per record (None: parsed fine)
@@ -30,7 +30,7 @@ class _Batch:
     escaped: bool = False  # the stream escaped undecodable bytes: values may hold escapes
 
 
-def _resolve(path: Path, names: list[str], cfg: IngestConfig) -> dict[str, int]:
+def resolve_columns(path: Path, names: list[str], cfg: IngestConfig) -> dict[str, int]:
     """Map each role (text0.., label, id) to a column index; a clear error for a wrong choice."""
 
     def find(spec: str, what: str) -> int | None:
@@ -74,7 +74,7 @@ def _resolve(path: Path, names: list[str], cfg: IngestConfig) -> dict[str, int]:
     return roles
 
 
-def _frame(b: _Batch, n_text: int) -> pl.DataFrame:
+def batch_frame(b: ReaderBatch, n_text: int) -> pl.DataFrame:
     """A reader batch as one frame: line, id, raw text, label, reader reason/detail/raw."""
     cols: dict[str, Any] = {"line": pl.Series(b.line, dtype=pl.Int64)}
     undecodable = np.zeros(len(b.line), dtype=bool)

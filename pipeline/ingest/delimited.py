@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from pipeline.errors import InputError
-from pipeline.ingest.batch import _Batch, _resolve
+from pipeline.ingest.batch import ReaderBatch, resolve_columns
 from pipeline.ingest.decoding import open_text, show
 from pipeline.ingest.options import EMPTY_TEXT, MALFORMED, IngestConfig
 
@@ -33,7 +33,7 @@ def _csv_error(path: Path, e: Exception, where: str, block: int) -> InputError:
     return InputError(msg)
 
 
-def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Batch]:
+def csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[ReaderBatch]:
     bad: list[pacsv.InvalidRow] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -66,7 +66,7 @@ def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Bat
         if "Empty CSV file" in str(e):
             return
         raise _csv_error(path, e, "cannot read the first rows as delimited text", block) from None
-    roles = {r: f"c{i}" for r, i in _resolve(path, names, cfg).items()}
+    roles = {r: f"c{i}" for r, i in resolve_columns(path, names, cfg).items()}
     internal = [f"c{i}" for i in range(width)]  # header names may repeat; positions do not
     bad.clear()
     # Records are counted by pyarrow (`InvalidRow.number`, header included); lines by counting the
@@ -75,7 +75,7 @@ def _csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[_Bat
     record = 1 + int(cfg.header)
     line = 1 + (sum(n.count("\n") for n in names) + 1 if cfg.header else 0)
     pending: list[pacsv.InvalidRow] = []
-    held: _Batch | None = None  # the last batch waits: its last record may hold an unclosed quote
+    held: ReaderBatch | None = None  # the last batch waits: its last record may hold an unclosed quote
     last_value: str | None = None  # the last field of the last record, when that record parsed
     with open_text(path, cfg.encoding, quote) as stream:
         try:
@@ -158,7 +158,7 @@ def _csv_batch(
     line: int,
     total: int,
     quoted: bool,
-) -> tuple[_Batch, int]:
+) -> tuple[ReaderBatch, int]:
     """One reader batch plus the newlines inside its records (lines = records + newlines).
 
     Only a quoted value can hold a newline: values are looked at only once the file has shown a quote.
@@ -190,7 +190,7 @@ def _csv_batch(
     for role, name in roles.items():
         vals = batch.column(name) if batch is not None else pa.array([], pa.string())
         cols[role] = _scatter(vals, good_pos, total)
-    return _Batch(lines, cols, reason, detail, raw), int(nl.sum())
+    return ReaderBatch(lines, cols, reason, detail, raw), int(nl.sum())
 
 
 def _has_newline(values: pa.Array) -> bool:

@@ -2,8 +2,8 @@
 
 Format detection (`source_format`, `check_source`) and one batch reader per format over the decoded
 bytes of `decoding`: plain and labelled lines, JSON Lines and Parquet here, CSV/TSV in `delimited`;
-`_read_source` picks one. A reader never raises anything but `InputError`: a row it cannot parse is a
-bad record with its reason, a file it cannot read an error. The batch itself is `batch._Batch`.
+`read_source` picks one. A reader never raises anything but `InputError`: a row it cannot parse is a
+bad record with its reason, a file it cannot read an error. The batch itself is `batch.ReaderBatch`.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import InputError
 from pipeline.ingest import decoding
-from pipeline.ingest.batch import _Batch, _resolve
+from pipeline.ingest.batch import ReaderBatch, resolve_columns
 from pipeline.ingest.decoding import decode, open_text, show
-from pipeline.ingest.delimited import _csv_batches
+from pipeline.ingest.delimited import csv_batches
 from pipeline.ingest.options import EMPTY_TEXT, FORMATS, MALFORMED, UNDECODABLE, IngestConfig
 
 _EXTENSIONS = {
@@ -91,11 +91,11 @@ def _line_blocks(path: Path, cfg: IngestConfig) -> Iterator[tuple[pa.Array, int,
                 return
 
 
-def _text_batches(path: Path, cfg: IngestConfig, fmt: str) -> Iterator[_Batch]:
+def _text_batches(path: Path, cfg: IngestConfig, fmt: str) -> Iterator[ReaderBatch]:
     names = ["label", "text"] if fmt in ("labelled", "fasttext") else ["text"]
     if fmt == "text" and cfg.text_columns == ("text",):
         names = ["text"]
-    _resolve(path, names, replace(cfg, id_column=None))
+    resolve_columns(path, names, replace(cfg, id_column=None))
     sep = cfg.label_sep
     prefix = cfg.label_prefix or ("__label__" if fmt == "fasttext" else "")
     for lines, start, escaped in _line_blocks(path, cfg):
@@ -126,7 +126,7 @@ def _text_batches(path: Path, cfg: IngestConfig, fmt: str) -> Iterator[_Batch]:
                 detail[i] = "blank line" if blank else no_label + (f" or no {prefix!r}" if prefix else "")
                 raw[i] = s[i]
             cols["label"], cols["text0"] = label.to_arrow(), parts["text"].to_arrow()
-        yield _Batch(np.arange(start, start + n, dtype=np.int64), cols, reason, detail, raw)
+        yield ReaderBatch(np.arange(start, start + n, dtype=np.int64), cols, reason, detail, raw)
 
 
 def _re_escape(s: str) -> str:
@@ -151,7 +151,7 @@ def _json_value(obj: dict[str, Any], key: str | None) -> str | None:
     return s
 
 
-def _jsonl_batches(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
+def _jsonl_batches(path: Path, cfg: IngestConfig) -> Iterator[ReaderBatch]:
     keys: dict[str, str | None] = {f"text{i}": c for i, c in enumerate(cfg.text_columns)}
     keys |= {"label": cfg.label_column, "id": cfg.id_column}
     seen_text = False
@@ -197,7 +197,7 @@ def _jsonl_batches(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
             )
             raise InputError(msg)
         cols = {role: pa.array(v, pa.string()) for role, v in vals.items() if keys[role]}
-        yield _Batch(np.arange(start, start + n, dtype=np.int64), cols, reason, detail, raw)
+        yield ReaderBatch(np.arange(start, start + n, dtype=np.int64), cols, reason, detail, raw)
 
 
 def _is_scalar(t: pa.DataType) -> bool:
@@ -207,14 +207,14 @@ def _is_scalar(t: pa.DataType) -> bool:
     return not pa.types.is_nested(t)
 
 
-def _parquet_batches(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
+def _parquet_batches(path: Path, cfg: IngestConfig) -> Iterator[ReaderBatch]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
         msg = f"{path}: cannot read as Parquet ({e}); hint: check --format"
         raise InputError(msg) from None
     schema = pf.schema_arrow
-    roles = {r: schema.names[i] for r, i in _resolve(path, schema.names, cfg).items()}
+    roles = {r: schema.names[i] for r, i in resolve_columns(path, schema.names, cfg).items()}
     for role, name in roles.items():
         t = schema.field(name).type
         if not _is_scalar(t):
@@ -226,14 +226,14 @@ def _parquet_batches(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
         for batch in pf.iter_batches(batch_size=65_536, columns=sorted(set(roles.values()))):
             n = batch.num_rows
             cols = {r: _as_text(batch.column(c)) for r, c in roles.items()}
-            yield _Batch(
+            yield ReaderBatch(
                 np.arange(start, start + n, dtype=np.int64), cols, [None] * n, [None] * n, [None] * n
             )
             start += n
 
 
 def _as_text(col: pa.Array) -> pa.Array:
-    """A Parquet column as strings, or as binary when it is binary (`_frame` checks its UTF-8)."""
+    """A Parquet column as strings, or as binary when it is binary (`batch_frame` checks its UTF-8)."""
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
     t = col.type
@@ -246,13 +246,13 @@ def _as_text(col: pa.Array) -> pa.Array:
     return pc.cast(col, pa.string())
 
 
-def _read_source(path: Path, cfg: IngestConfig) -> Iterator[_Batch]:
+def read_source(path: Path, cfg: IngestConfig) -> Iterator[ReaderBatch]:
     """The batches of one source; anything but a bad row is an `InputError` naming the file."""
     fmt = source_format(path, cfg)
     if fmt == "parquet":
         batches = _parquet_batches(path, cfg)
     elif fmt in ("csv", "tsv"):
-        batches = _csv_batches(path, cfg, "," if fmt == "csv" else "\t")
+        batches = csv_batches(path, cfg, "," if fmt == "csv" else "\t")
     elif fmt == "jsonl":
         batches = _jsonl_batches(path, cfg)
     else:

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 from polars.io.plugins import register_io_source
 
 from pipeline import lake
-from pipeline.ingest.batch import _Batch, _frame
+from pipeline.ingest.batch import ReaderBatch, batch_frame
 from pipeline.ingest.options import IngestConfig
-from pipeline.ingest.readers import _read_source, source_format
+from pipeline.ingest.readers import read_source, source_format
 from pipeline.ingest.validation import id_hashes, mark_duplicates, validate
 from pipeline.schema import QUARANTINE_SCHEMA, TEXTS_SCHEMA
 
@@ -84,12 +84,14 @@ class Split:
             for path, shown in sources:
                 sha = hasher.submit(lake.sha256_file, path)  # the manifest's, and derived ids' prefix
 
-                def prepare(b: _Batch, sha: Future[str] = sha) -> tuple[pl.DataFrame, np.ndarray]:
-                    v = validate(_frame(b, len(cfg.text_columns)), cfg, id_prefix=lambda: sha.result()[:12])
+                def prepare(b: ReaderBatch, sha: Future[str] = sha) -> tuple[pl.DataFrame, np.ndarray]:
+                    v = validate(
+                        batch_frame(b, len(cfg.text_columns)), cfg, id_prefix=lambda: sha.result()[:12]
+                    )
                     return v, id_hashes(v)
 
                 n_read = n_kept = 0
-                for v, h in _ordered_map(prepare, _prefetch(_read_source(path, cfg)), _WORKERS):
+                for v, h in _ordered_map(prepare, _prefetch(read_source(path, cfg)), _WORKERS):
                     if self.duplicates is None:
                         self.hashes.append(h)
                     else:

@@ -19,7 +19,7 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration bench-mysql bench-report testdata fuzz torture clean distclean nightly backfill serve
+.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration bench-mysql bench-report testdata fuzz torture golden clean distclean nightly backfill serve
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench-mysql  load 1M predictions into a throwaway MariaDB beside the mariadb client's LOAD DATA"
 	@echo "make fuzz      fuzz go-exporter for FUZZTIME (default 60s)"
 	@echo "make torture   kill a backfill TORTURE_KILLS times (default 20), resume, compare [TORTURE_SEED=N]"
+	@echo "make golden    the demo and a backfill over ../shared/data give the bytes in benchmarks/golden.json"
 	@echo "make testdata  regenerate go-exporter's pipeline-written test files"
 	@echo "make nightly DATE=YYYY-MM-DD | make backfill START=... END=... [RUNNER=dask] | make serve [CRON=...]"
 	@echo "make clean     remove generated data and build outputs (keeps .venv)"
@@ -87,6 +88,9 @@ fuzz: setup
 # then compare every output with a clean run (a few minutes on 2 cores). TORTURE_SEED repeats a run.
 TORTURE_KILLS ?= 20
 export TORTURE_KILLS TORTURE_SEED
+golden: setup
+	$(PY) benchmarks/golden.py check
+
 torture: setup
 	OMP_NUM_THREADS=1 $(PY) benchmarks/torture.py
 

@@ -24,7 +24,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from pipeline import ingest, lake, train
+from pipeline import dataset, ingest, lake, train
 from pipeline.__main__ import build_parser
 from pipeline.config import load_config
 from pipeline.model import batch_from_flat, hash_ngrams
@@ -62,19 +62,19 @@ def reference(data: lake.DataDir, seed: int) -> tuple[float, float]:
     from pipeline.vocab import VocabConfig, build_vocab
 
     t0 = time.perf_counter()
-    df = train.read_lake(train.lake_files(data, None, None)).filter(pl.col("label").is_not_null())
+    df = dataset.read_lake(dataset.lake_files(data, None, None)).filter(pl.col("label").is_not_null())
     vocab = build_vocab(df.lazy().select("text"), VocabConfig())
     labels = sorted(df["label"].unique().to_list())
     y = df["label"].replace_strict(labels, list(range(len(labels))), return_dtype=pl.Int64).to_numpy()
     ids, offsets = encode(df["text"], vocab, max_len=256)
-    tr, va = train.stratified_split(y, 0.1, seed)
+    tr, va = dataset.stratified_split(y, 0.1, seed)
     torch.manual_seed(seed)
     model = FastTextLike(2_000_000, 10, len(labels))
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     lengths = np.diff(offsets)
     rng = np.random.default_rng(seed)
     for _ in range(5):
-        for rows in train.length_batches(lengths[tr], 64, rng):
+        for rows in dataset.length_batches(lengths[tr], 64, rng):
             x, lens = batch_from_flat(ids, offsets, tr[rows])
             loss = nn.functional.cross_entropy(model(x, lens), torch.from_numpy(y[tr[rows]]))
             opt.zero_grad()
@@ -82,7 +82,7 @@ def reference(data: lake.DataDir, seed: int) -> tuple[float, float]:
             opt.step()
     correct = 0
     with torch.inference_mode():
-        for rows in train.length_batches(lengths[va], 512, None):
+        for rows in dataset.length_batches(lengths[va], 512, None):
             x, lens = batch_from_flat(ids, offsets, va[rows])
             correct += int((model(x, lens).argmax(1).numpy() == y[va[rows]]).sum())
     return correct / len(va), time.perf_counter() - t0

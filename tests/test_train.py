@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_corpus
 from safetensors.torch import load_file
 
-from pipeline import registry, train
+from pipeline import dataset, registry, train, trainloop
 from pipeline.config import load_config
 from pipeline.errors import InputError
 
@@ -16,14 +16,14 @@ FAST = ["model.embed_dim=16", "model.hidden_dim=32", "train.epochs=3", "train.ba
 
 def test_stratified_split_keeps_class_shares():
     y = np.array([0] * 80 + [1] * 20)
-    tr, va = train.stratified_split(y, 0.1, seed=1)
+    tr, va = dataset.stratified_split(y, 0.1, seed=1)
     assert sorted([*tr, *va]) == list(range(100))
     assert (y[va] == 0).sum() == 8 and (y[va] == 1).sum() == 2
 
 
 def test_length_batches_cover_every_row_once_with_little_padding():
     lengths = np.random.default_rng(0).integers(1, 100, size=1000)
-    batches = train.length_batches(lengths, 32, np.random.default_rng(1))
+    batches = dataset.length_batches(lengths, 32, np.random.default_rng(1))
     rows = np.concatenate(batches)
     assert sorted(rows.tolist()) == list(range(1000))
     padding = sum(lengths[b].max() * len(b) - lengths[b].sum() for b in batches)
@@ -62,7 +62,7 @@ def test_train_publishes_a_complete_model_and_latest(data):
 def test_interrupted_fit_resumes_to_the_same_weights(data, tmp_path):
     tiny_corpus(data, rows_per_day=120)
     cfg = load_config(None, [*FAST, "train.epochs=4", "train.patience=10"])
-    df = train.read_lake(train.lake_files(data, None, None))
+    df = dataset.read_lake(dataset.lake_files(data, None, None))
     from pipeline.model import TextClassifier
     from pipeline.vocab import build_vocab, encode
 
@@ -70,14 +70,15 @@ def test_interrupted_fit_resumes_to_the_same_weights(data, tmp_path):
     labels = sorted(df["label"].unique().to_list())
     y = np.array([labels.index(x) for x in df["label"]])
     enc = encode(df["text"], vocab, max_len=64)
-    tr, va = train.stratified_split(y, 0.1, 1)
+    tr, va = dataset.stratified_split(y, 0.1, 1)
 
     def run(epochs, ckpt):
         from dataclasses import replace
 
         torch.manual_seed(3)
         m = TextClassifier(cfg.model, len(vocab), len(labels))
-        return train.fit(m, enc, y, tr, va, replace(cfg.train, epochs=epochs), device="cpu", checkpoint=ckpt)
+        tc = replace(cfg.train, epochs=epochs)
+        return trainloop.fit(m, enc, y, tr, va, tc, device="cpu", checkpoint=ckpt)
 
     straight, _, _ = run(4, None)
     ckpt = tmp_path / "ck.pt"

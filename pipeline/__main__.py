@@ -4,7 +4,7 @@
     pipeline [--data-dir DIR] ingest SOURCE... --date YYYY-MM-DD
     pipeline [--data-dir DIR] train [--start DATE --end DATE] [--config FILE] [--set KEY=VALUE ...]
                                     [--promote always|if-better|never]
-    pipeline [--data-dir DIR] score --date YYYY-MM-DD [--model VERSION]
+    pipeline [--data-dir DIR] score --date YYYY-MM-DD [--model VERSION] [--batch-size N ...] [--config FILE]
     pipeline [--data-dir DIR] evaluate --date YYYY-MM-DD [--model VERSION]
     pipeline [--data-dir DIR] export --date YYYY-MM-DD [--format ndjson|json] [--to mysql://USER@HOST/DB]
     pipeline [--data-dir DIR] run --date YYYY-MM-DD [--config FILE] [--set report.KEY=VALUE ...]
@@ -14,6 +14,7 @@
     pipeline [--data-dir DIR] serve [--cron "0 2 * * *"]
     pipeline [--data-dir DIR] models [promote VERSION | rollback | history]
     pipeline [--data-dir DIR] models export [VERSION] [--format onnx|pt2] [--out DIR]
+    pipeline config [--config FILE] [--set KEY=VALUE ...] [--schema]
 
 `--to` and `[export] mysql_url` / `$PIPELINE_MYSQL_URL` load into MySQL (pipeline/sink_mysql.py); the
 password comes from `$PIPELINE_MYSQL_PASSWORD` or a MySQL option file, never from the command line.
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__, ingest, lake, mysql_client, score, storage
+from pipeline.config import PipelineConfig, config_schema, load_config, to_toml
 from pipeline.errors import InputError, PipelineError
 
 
@@ -44,10 +46,12 @@ def _date(value: str) -> str:
 
 
 def _runner(value: str) -> str:
-    kind, _, address = value.partition("=")
-    if kind not in {"local", "processes", "dask"} or (address and kind != "dask"):
-        msg = f"--runner must be local, processes, dask or dask=ADDRESS, got {value!r}"
-        raise argparse.ArgumentTypeError(msg)
+    from pipeline.nightly import parse_runner
+
+    try:
+        parse_runner(value)
+    except PipelineError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return value
 
 
@@ -103,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--date", type=_date, required=True)
     s.add_argument("--model", type=_model_name, help="model version (default: latest)")
     score.add_score_arguments(s)
+    _add_config_arguments(s, "score.precision=bf16")
 
     s = sub.add_parser("evaluate", help="score a labelled partition; write metrics and a confusion matrix")
     s.add_argument("--date", type=_date, required=True)
@@ -143,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve the nightly deployment on a schedule (needs a Prefect server)")
     s.add_argument("--cron", default="0 2 * * *", help="schedule, cron syntax (default: 02:00 every day)")
     s.add_argument("--name", default="nightly", help="deployment name (default: nightly)")
+
+    s = sub.add_parser(
+        "config", help="print the resolved configuration (TOML), or with --schema its JSON Schema"
+    )
+    s.add_argument("--schema", action="store_true", help="the JSON Schema every --config file must match")
+    _add_config_arguments(s, "train.epochs=5")
 
     s = sub.add_parser("models", help="list trained models; export one; move `latest` (promote, rollback)")
     moves = s.add_subparsers(dest="models_command", metavar="ACTION")
@@ -189,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = args.data_dir.resolve()
     try:
+        if args.command == "config":  # reads no data directory
+            print(_config(args))
+            return 0
         root.mkdir(parents=True, exist_ok=True)
         configure_environment(root)
         if args.command != "models" or args.models_command in ("export", "promote", "rollback"):
@@ -214,11 +228,10 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
     if args.command == "report":
         return _report(args, lake.DataDir.at(root))
 
-    mysql_url = None
-    if args.command in ("run", "backfill"):  # config and $PIPELINE_MYSQL_URL checked before Prefect starts
-        from pipeline.config import load_config
-
-        mysql_url = load_config(args.config, args.overrides).export.mysql_url or None
+    # the configuration and $PIPELINE_MYSQL_URL are checked before Prefect starts: errors come fast
+    cfg = load_config(args.config, args.overrides) if hasattr(args, "overrides") else PipelineConfig()
+    mysql_url = cfg.export.mysql_url or None
+    if args.command in ("run", "backfill"):
         url = mysql_client.resolve_url(mysql_url)
         if url:
             mysql_client.parse_url(url)
@@ -247,10 +260,7 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         )
         return _brief(m, ["version", "skipped", "val_accuracy", "val_macro_f1", "path", "promotion"])
     if args.command == "score":
-        from pipeline.config import ScoreConfig
-
-        cfg = score.score_config_from_args(args, ScoreConfig())
-        m = flows.score_flow(root, args.date, args.model, cfg)
+        m = flows.score_flow(root, args.date, args.model, score.score_config_from_args(args, cfg.score))
         return _brief(m, ["date", "rows", "model_version", "skipped"])
     if args.command == "evaluate":
         m = flows.evaluate_flow(root, args.date, args.model)
@@ -261,7 +271,7 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         m = flows.export_flow(root, args.date, args.format, args.to)
         return _brief(m, ["date", "rows", "table" if args.to else "path", "skipped"])
     if args.command == "run":
-        return _table(flows.nightly_flow(root, args.date, mysql_url, _report_config(args)))
+        return _table(flows.nightly_flow(root, args.date, mysql_url, cfg.report, cfg.score))
     if args.command == "backfill":
         m = flows.run_backfill(
             root,
@@ -270,7 +280,8 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
             runner=args.runner,
             concurrency=args.concurrency,
             mysql_url=mysql_url,
-            report=_report_config(args),
+            report=cfg.report,
+            score=cfg.score,
         )
         return _table(m)
     if args.command == "serve":
@@ -279,10 +290,10 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
     raise AssertionError(args.command)
 
 
-def _report_config(args: argparse.Namespace) -> Any:
-    from pipeline.config import load_config
-
-    return load_config(args.config, args.overrides).report
+def _config(args: argparse.Namespace) -> str:
+    if args.schema:
+        return json.dumps(config_schema(), indent=2)
+    return to_toml(load_config(args.config, args.overrides))
 
 
 def _models(args: argparse.Namespace, data: lake.DataDir) -> str:
@@ -322,7 +333,7 @@ def _report(args: argparse.Namespace, data: lake.DataDir) -> str:
     """`pipeline report`: plain functions, no Prefect (it reads summaries and writes one page)."""
     from pipeline import drift, nightreport
 
-    cfg = _report_config(args)
+    cfg = load_config(args.config, args.overrides).report
     if args.date and not (args.start or args.end):
         drift.summarize_night(data, args.date, cfg)  # up to date: the predictions are not read again
         return str(nightreport.write_night_report(data, args.date, cfg))

@@ -1,89 +1,100 @@
-"""Configuration: frozen dataclasses composed into one `PipelineConfig`.
+"""Configuration: the settings of every stage, composed into one `PipelineConfig`.
 
-Resolution order: defaults in code, then an optional TOML file, then `--set section.key=value`
-overrides. Unknown sections or keys are errors. No side effects: nothing here touches the disk
-except reading the TOML file it is given.
+Each section is declared once (`pipeline/settings.py`): `[vocab]` in vocab.py and `[model]` beside the
+model, the others here. Resolution order: defaults in code, then an optional TOML file, then
+`--set section.key=value` overrides, then a subcommand's own flags (`pipeline score --batch-size`).
+Unknown sections or keys, and values of the wrong type or out of range, are errors that name the key,
+the file and a hint. `pipeline config` prints the resolved configuration, `pipeline config --schema`
+its JSON Schema. No side effects: nothing here touches the disk except reading the TOML file it is given.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import tomllib
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.infer import Precision
 from pipeline.model import ModelConfig
+from pipeline.settings import build, json_schema, setting, settings
 from pipeline.vocab import VocabConfig
 
+# Sections that decide how a model's predictions are computed, where they go or how they are read,
+# never the weights: they are no part of a model's version (`model_settings`).
+NOT_IN_MODEL_VERSION = ("score", "export", "report")
 
-@dataclass(frozen=True)
+
+@settings
 class TrainConfig:
-    epochs: int = 0  # upper bound; 0 = chosen by data size (see `resolve_for_data`)
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0
-    val_fraction: float = 0.1
-    seed: int = 13
-    patience: int = 0  # epochs without validation improvement before stopping; 0 = by data size
-    lr_schedule: Literal["plateau", "none"] = "plateau"
-    # the TF-IDF head (model.wide_buckets) is fitted to convergence on its own (pipeline/tfidf.py); its
-    # inverse regularisation strength C: 0 = the best on validation of 4, 16, 64
-    wide_c: float = 0.0
+    """How the sequence head is trained (`pipeline/trainloop.py`), and the TF-IDF head's regularisation."""
+
+    epochs: int = setting(0, "the most passes over the training rows; 0 = chosen by data size", ge=0)
+    batch_size: int = setting(64, "rows per optimiser step", ge=1)
+    lr: float = setting(2e-3, "Adam's learning rate", gt=0)
+    weight_decay: float = setting(0.0, "Adam's L2 penalty", ge=0)
+    clip_norm: float = setting(1.0, "gradients are clipped to this norm", gt=0)
+    val_fraction: float = setting(0.1, "the share of each class kept for validation", ge=0, lt=1)
+    seed: int = setting(13, "seeds the split, the batches and the initial weights")
+    patience: int = setting(
+        0, "epochs without validation improvement before stopping; 0 = chosen by data size", ge=0
+    )
+    lr_schedule: Literal["plateau", "none"] = setting(
+        "plateau", "plateau: halve the learning rate when validation accuracy stalls"
+    )
+    wide_c: float = setting(
+        0.0,
+        "the TF-IDF head's inverse regularisation strength C (pipeline/tfidf.py); "
+        "0 = the best on validation of 4, 16, 64",
+        ge=0,
+    )
 
 
-@dataclass(frozen=True)
+@settings
 class PretrainConfig:
     """Word vectors learnt from every lake text up to the training range (pipeline/pretrain.py)."""
 
-    epochs: int = 5  # passes of skip-gram over the corpus; 0 = no pretraining (random embedding)
-    window: int = 5  # context reach, in tokens, either side
-    negatives: int = 5  # noise tokens per positive pair
-    subsample: float = 1e-4  # frequent-token subsampling threshold
-    lr: float = 0.01
-    batch_size: int = 4096
-    max_texts: int = 200_000  # the most recent texts, at most (news-length: about 3 min an epoch, 2 cores)
-    freeze_epochs: int = 1  # classifier epochs with the pretrained embedding frozen, before it is tuned
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "freeze_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"pretrain.{name}: expected an integer >= 0, got {value!r}")
-        for name in ("window", "negatives", "batch_size", "max_texts"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"pretrain.{name}: expected a positive integer, got {value!r}")
-        for name in ("subsample", "lr"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"pretrain.{name}: expected a positive number, got {value!r}")
+    epochs: int = setting(
+        5, "passes of skip-gram over the corpus; 0 = no pretraining (random embedding)", ge=0
+    )
+    window: int = setting(5, "context reach, in tokens, either side", ge=1)
+    negatives: int = setting(5, "noise tokens per positive pair", ge=1)
+    subsample: float = setting(1e-4, "frequent-token subsampling threshold", gt=0)
+    lr: float = setting(0.01, "skip-gram's learning rate", gt=0)
+    batch_size: int = setting(4096, "pairs per step", ge=1)
+    max_texts: int = setting(
+        200_000, "the most recent texts, at most (news-length: about 3 min an epoch, 2 cores)", ge=1
+    )
+    freeze_epochs: int = setting(
+        1, "classifier epochs with the pretrained embedding frozen, before it is tuned", ge=0
+    )
 
 
-@dataclass(frozen=True)
+@settings
 class ScoreConfig:
-    batch_size: int = 256  # rows per model call (rows of one length; see pipeline/infer.py)
-    shard_rows: int = 1_000_000  # rows per Arrow file
-    workers: int = 1  # 1: an inference thread beside tokenisation; N>1: N processes (pipeline/score.py)
-    precision: Literal["fp32", "bf16", "int8"] = "fp32"  # fp32 is exact; the others are measured options
+    """How predictions are computed (`pipeline/score.py`): never part of a model's version."""
 
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "shard_rows", "workers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                msg = f"score.{name}: expected a positive integer, got {value!r}"
-                raise ConfigError(msg)
+    batch_size: int = setting(256, "rows per model call (rows of one length; see pipeline/infer.py)", ge=1)
+    shard_rows: int = setting(1_000_000, "rows per Arrow file", ge=1)
+    workers: int = setting(1, "1: an inference thread beside tokenisation; N>1: N processes", ge=1)
+    precision: Precision = setting(
+        "fp32", "fp32 (exact), bf16 autocast, int8 (onnxruntime dynamic quantisation)"
+    )
 
 
-@dataclass(frozen=True)
+@settings
 class ExportConfig:
-    # where `run` / `backfill` also load predictions: mysql://USER@HOST[:PORT]/DATABASE[?table=NAME];
-    # "" = nowhere. $PIPELINE_MYSQL_URL wins over it. Never a password (see pipeline/mysql_client.py).
-    mysql_url: str = ""
+    """Where predictions go besides the JSON files."""
+
+    mysql_url: str = setting(
+        "",
+        "where `run` / `backfill` also load predictions: mysql://USER@HOST[:PORT]/DATABASE[?table=NAME]; "
+        '"" = nowhere; $PIPELINE_MYSQL_URL wins over it; never a password (pipeline/mysql_client.py)',
+    )
 
     def __post_init__(self) -> None:
         if self.mysql_url:
@@ -95,31 +106,24 @@ class ExportConfig:
                 raise ConfigError(f"export.mysql_url: {e}") from None
 
 
-@dataclass(frozen=True)
+@settings
 class ReportConfig:
     """The night's report (`pipeline/nightreport.py`) and its drift alerts (`pipeline/drift.py`)."""
 
-    psi_class_mix: float = 0.2  # a night whose predicted class mix has a PSI above this is flagged
-    psi_score: float = 0.2  # ... or whose `score` distribution has a PSI above this
-    confidence: float = 0.5  # rows whose `score` is below this are counted as low-confidence
-    fail_on_drift: bool = False  # a flagged night fails the run (exit 1), after every output is written
-    nights: int = 30  # nights shown in a date's trend
-
-    def __post_init__(self) -> None:
-        for name in ("psi_class_mix", "psi_score"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                msg = f"report.{name}: expected a positive number, got {value!r}"
-                raise ConfigError(msg)
-        if not isinstance(self.confidence, int | float) or not 0 < self.confidence < 1:
-            msg = f"report.confidence: expected a number between 0 and 1, got {self.confidence!r}"
-            raise ConfigError(msg)
-        if not isinstance(self.nights, int) or isinstance(self.nights, bool) or not 1 <= self.nights <= 366:
-            msg = f"report.nights: expected an integer from 1 to 366, got {self.nights!r}"
-            raise ConfigError(msg)
+    psi_class_mix: float = setting(
+        0.2, "a night whose predicted class mix has a PSI above this is flagged", gt=0
+    )
+    psi_score: float = setting(0.2, "... or whose `score` distribution has a PSI above this", gt=0)
+    confidence: float = setting(
+        0.5, "rows whose `score` is below this are counted as low-confidence", gt=0, lt=1
+    )
+    fail_on_drift: bool = setting(
+        False, "a flagged night fails the run (exit 1), after every output is written"
+    )
+    nights: int = setting(30, "nights shown in a date's trend", ge=1, le=366)
 
 
-@dataclass(frozen=True)
+@settings
 class PipelineConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -130,8 +134,19 @@ class PipelineConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
 
+SECTIONS: dict[str, type] = {
+    "vocab": VocabConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "pretrain": PretrainConfig,
+    "score": ScoreConfig,
+    "export": ExportConfig,
+    "report": ReportConfig,
+}
+
+
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
-    """Defaults <- TOML file <- `section.key=value` overrides."""
+    """Defaults <- TOML file <- `section.key=value` overrides (each checked where it comes from)."""
     raw: dict[str, dict[str, Any]] = {}
     if path is not None:
         try:
@@ -142,28 +157,34 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
         except tomllib.TOMLDecodeError as e:
             msg = f"{path}: not valid TOML ({e})"
             raise ConfigError(msg) from None
+        from_dict(raw, source=str(path))
+    sets: dict[str, dict[str, Any]] = {}
     for item in overrides or []:
         key, sep, value = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot:
             msg = f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. train.epochs=5"
             raise ConfigError(msg)
-        raw.setdefault(section, {})[name] = _parse_value(value.strip())
-    return from_dict(raw, source=str(path) if path else "--set")
+        sets.setdefault(section, {})[name] = _parse_value(value.strip())
+    from_dict(sets, source="--set")
+    for section, values in sets.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    return from_dict(raw, source=f"{path} with --set" if path and sets else str(path) if path else "--set")
 
 
 def from_dict(raw: dict[str, Any], *, source: str = "config") -> PipelineConfig:
-    sections = {f.name: f for f in dataclasses.fields(PipelineConfig)}
+    """A `PipelineConfig` from tables of settings (a TOML file's, a loaded model's), every key checked."""
     built: dict[str, Any] = {}
     for name, values in raw.items():
-        if name not in sections:
-            msg = f"{source}: unknown section `{name}`; known: {sorted(sections)}"
+        if name not in SECTIONS:
+            close = difflib.get_close_matches(name, list(SECTIONS), n=1)
+            hint = f"did you mean [{close[0]}]?" if close else f"known: {', '.join(SECTIONS)}"
+            msg = f"{source}: unknown section [{name}]; hint: {hint}"
             raise ConfigError(msg)
         if not isinstance(values, dict):
-            msg = f"{source}: `{name}` must be a table of keys"
+            msg = f"{source}: `{name}` must be a table of keys; hint: [{name}] then key = value lines"
             raise ConfigError(msg)
-        cls = _section_class(name)
-        built[name] = _build(cls, values, f"{source}: {name}")
+        built[name] = build(SECTIONS[name], values, where=source, section=name)
     return PipelineConfig(**built)
 
 
@@ -172,56 +193,35 @@ def to_dict(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def model_settings(cfg: PipelineConfig) -> dict[str, Any]:
-    """The settings a model is made from (part of its version): all but `[score]` (how predictions are
-    computed: batch size, workers, precision), `[report]`, which only reads them, and `[export]`, which says
-    where they are loaded; changing any of those never retrains."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in ("score", "report", "export")}
+    """The settings a model is made from (part of its version): all but `NOT_IN_MODEL_VERSION`: `[score]`
+    (how predictions are computed: batch size, workers, precision), `[report]`, which only reads them, and
+    `[export]`, which says where they are loaded; changing any of those never retrains."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in NOT_IN_MODEL_VERSION}
 
 
-def _section_class(name: str) -> type:
-    hints = typing.get_type_hints(PipelineConfig)
-    return hints[name]
+def to_toml(cfg: PipelineConfig) -> str:
+    """The configuration as a TOML file that `load_config` reads back to the same configuration."""
+    lines = []
+    for section, values in to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for key, value in values.items():
-        if key not in fields:
-            msg = f"{where}: unknown key `{key}`; known: {sorted(fields)}"
-            raise ConfigError(msg)
-        out[key] = _check_type(value, hints[key], f"{where}.{key}")
-    return cls(**out)
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # a JSON string is a TOML basic string
+    return "[" + ", ".join(_toml_value(x) for x in v) + "]"
 
 
-def _check_type(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            msg = f"{where}: {value!r} is not one of {list(typing.get_args(tp))}"
-            raise ConfigError(msg)
-        return value
-    if origin in (types.UnionType, typing.Union):
-        for arg in typing.get_args(tp):
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError:
-                continue
-        msg = f"{where}: {value!r} does not match {tp}"
-        raise ConfigError(msg)
-    if tp is type(None):
-        if value is not None:
-            raise ConfigError(f"{where}: expected nothing")
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and not (
-        isinstance(value, tp) and not (tp is int and isinstance(value, bool))
-    ):
-        msg = f"{where}: expected {tp.__name__}, got {value!r}"
-        raise ConfigError(msg)
-    return value
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema of a configuration file (every section and key, its type, range and meaning)."""
+    return json_schema(PipelineConfig)
 
 
 def _parse_value(text: str) -> Any:

@@ -7,7 +7,6 @@ from typing import Any
 import polars as pl
 
 from pipeline import lake
-from pipeline.config import PipelineConfig, load_config
 
 # The foundation model: embedding -> LSTM -> last hidden state -> linear.
 DEMO_OVERRIDES = [
@@ -22,10 +21,6 @@ DEMO_OVERRIDES = [
     "train.epochs=12",
     "train.patience=4",
 ]
-
-
-def demo_config() -> PipelineConfig:
-    return load_config(None, DEMO_OVERRIDES)
 
 
 def summarize(

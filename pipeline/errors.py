@@ -13,6 +13,11 @@ class ConfigError(PipelineError):
     """A configuration file or `--set` override is invalid."""
 
 
+class DamagedFileError(PipelineError):
+    """A file the pipeline wrote (a manifest, a job record, a model's config) is missing or not what it
+    should be; running the stage that writes it again mends it."""
+
+
 class ModelError(PipelineError):
     """A model folder is missing, incomplete or does not match the data it is asked to score."""
 

@@ -49,7 +49,7 @@ def evaluate_partition(data: lake.DataDir, date: str, *, model_version: str | No
     pred = predict_labels(lm, known["text"])
     metrics = report.compute_metrics(y, pred, lm.labels)
     metrics.update(model_version=lm.version, date=date, rows_unknown_label=df.height - known.height)
-    out = data.root / "reports" / lm.version / f"date={date}"
+    out = data.evaluation(lm.version, date)
     with lake.publish_dir(out) as tmp:
         lake.write_json(tmp / "metrics.json", metrics)
         report.plot_confusion(metrics, tmp / "confusion.png", title=f"{lm.version} on {date}")

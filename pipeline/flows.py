@@ -65,12 +65,6 @@ def ingest_date_task(root: str, date: str) -> dict[str, Any]:
     return nightly.ingest_date(_data(root), date)
 
 
-@task(name="vocabulary", cache_policy=NO_CACHE, **_IO)
-def vocab_task(root: str, cfg: PipelineConfig, start: str | None, end: str | None) -> dict[str, Any]:
-    with storage.storage_errors(Path(root), "building the vocabulary"):
-        return train_stage.build_lake_vocab(_data(root), cfg, start=start, end=end)
-
-
 @task(name="train", cache_policy=NO_CACHE)
 def train_task(
     root: str, cfg: PipelineConfig, start: str | None, end: str | None, promote: Promote = "if-better"
@@ -126,21 +120,18 @@ def corpus_task(root: str) -> list[str]:
 
 def make_task_runner(spec: str = "local", *, concurrency: int = 2) -> TaskRunner:
     """`local` (threads), `processes`, `dask` (a local cluster) or `dask=ADDRESS` (an existing one)."""
-    kind, _, address = spec.partition("=")
+    kind, address = nightly.parse_runner(spec)
     if kind == "local":
         return ThreadPoolTaskRunner(max_workers=concurrency)
     if kind == "processes":
         return ProcessPoolTaskRunner(max_workers=concurrency)
-    if kind == "dask":
-        from prefect_dask import DaskTaskRunner
+    from prefect_dask import DaskTaskRunner  # kind == "dask"; imported only when used
 
-        if address:
-            return DaskTaskRunner(address=address)
-        return DaskTaskRunner(
-            cluster_kwargs={"n_workers": concurrency, "processes": True, "threads_per_worker": 1}
-        )
-    msg = f"--runner must be local, processes, dask or dask=ADDRESS, got {spec!r}"
-    raise ValueError(msg)
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": concurrency, "processes": True, "threads_per_worker": 1}
+    )
 
 
 # ---------------------------------------------------------------------------- flows
@@ -153,11 +144,6 @@ def ingest_flow(
     return ingest_task(root, sources, date, cfg or ingest_stage.IngestConfig())
 
 
-@flow(name="vocabulary")
-def vocab_flow(root: str, start: str | None = None, end: str | None = None) -> dict[str, Any]:
-    return vocab_task(root, PipelineConfig(), start, end)
-
-
 @flow(name="train")
 def train_flow(
     root: str,
@@ -168,7 +154,7 @@ def train_flow(
     promote: Promote = "if-better",
 ) -> dict[str, Any]:
     cfg = load_config(Path(config_file) if config_file else None, overrides)
-    return train_task(root, cfg, start, end, promote)  # builds and saves the vocabulary too (`vocab_flow`)
+    return train_task(root, cfg, start, end, promote)  # builds and saves the vocabulary too
 
 
 @flow(name="score")
@@ -230,17 +216,21 @@ def _check_drift(summary: dict[str, Any], cfg: ReportConfig) -> None:
 
 @flow(name="nightly")
 def nightly_flow(
-    root: str, date: str | None = None, mysql_url: str | None = None, report: ReportConfig | None = None
+    root: str,
+    date: str | None = None,
+    mysql_url: str | None = None,
+    report: ReportConfig | None = None,
+    score: ScoreConfig | None = None,
 ) -> dict[str, Any]:
     """Ingest `raw/<date>/` (default: today, UTC), score with the `latest` model, export, report; also load
     into MySQL when `$PIPELINE_MYSQL_URL` or `mysql_url` (`[export] mysql_url`) names a table."""
-    t0, cfg = time.perf_counter(), report or ReportConfig()
+    t0, cfg, score = time.perf_counter(), report or ReportConfig(), score or ScoreConfig()
     date = lake.parse_date(date or dt.datetime.now(dt.UTC).date().isoformat())
     url = mysql_client.resolve_url(mysql_url)
     day = {
         "date": date,
         "ingest": ingest_date_task(root, date),
-        "score": score_task(root, date, ScoreConfig(), None),
+        "score": score_task(root, date, score, None),
         "export": export_task(root, date, "ndjson"),
         "report": summarize_night_task(root, date, cfg),
     }
@@ -254,15 +244,20 @@ def nightly_flow(
 
 @flow(name="backfill")
 def backfill_flow(
-    root: str, start: str, end: str, mysql_url: str | None = None, report: ReportConfig | None = None
+    root: str,
+    start: str,
+    end: str,
+    mysql_url: str | None = None,
+    report: ReportConfig | None = None,
+    score: ScoreConfig | None = None,
 ) -> dict[str, Any]:
     """The nightly job for every date in [start, end]; dates run concurrently on the flow's task runner."""
-    t0, cfg = time.perf_counter(), report or ReportConfig()
+    t0, cfg, score = time.perf_counter(), report or ReportConfig(), score or ScoreConfig()
     url = mysql_client.resolve_url(mysql_url)
     chains = []
     for date in lake.date_range(start, end):
         i = ingest_date_task.submit(root, date)
-        s = score_task.submit(root, date, ScoreConfig(), None, wait_for=[i])
+        s = score_task.submit(root, date, score, None, wait_for=[i])
         e = export_task.submit(root, date, "ndjson", wait_for=[s])
         r = summarize_night_task.submit(root, date, cfg, wait_for=[e])
         m = [mysql_task.submit(root, date, url, wait_for=[s])] if url else []
@@ -304,9 +299,10 @@ def run_backfill(
     concurrency: int = 2,
     mysql_url: str | None = None,
     report: ReportConfig | None = None,
+    score: ScoreConfig | None = None,
 ) -> dict[str, Any]:
     return backfill_flow.with_options(task_runner=make_task_runner(runner, concurrency=concurrency))(
-        root, start, end, mysql_url, report
+        root, start, end, mysql_url, report, score
     )
 
 

@@ -1,4 +1,4 @@
-"""The only code that lays out, reads and writes the data directory.
+"""The data directory's layout (`DataDir`) and the primitives every stage writes it with.
 
 Layout under the data root (`--data-dir`, `PIPELINE_DATA_DIR`, default `./data`):
 
@@ -6,17 +6,24 @@ Layout under the data root (`--data-dir`, `PIPELINE_DATA_DIR`, default `./data`)
     lake/texts/date=YYYY-MM-DD/      ingested Parquet + _manifest.json
     lake/quarantine/date=YYYY-MM-DD/ rejected rows with a reason
     vocab/                           vocabularies, named by content hash
+    pretrain/                        pretrained word vectors, named by what they were learnt from
     models/<version>/                weights, config, metrics, pictures; models/latest -> <version>
     predictions/date=YYYY-MM-DD/     Arrow IPC shards + _manifest.json
     exports/date=YYYY-MM-DD/         PredictionResult JSON
     runs/                            run summaries
+    state/                           ingest stamps (what a date was ingested from) and lock files
     reports/date=YYYY-MM-DD/         a night's summary.json and report page (index.html)
+    reports/<version>/date=.../      a model's metrics on a labelled date (`pipeline evaluate`)
 
 Every file is written atomically (temporary file beside it, fsync, rename) and every partition is
 published as a whole folder: written under a hidden temporary name, then swapped into place, so a
 reader never sees a half-written partition and a crash leaves the previous one intact. What a crash
 leaves (a temporary file, a half-swapped folder) is removed by the next write there. A full or
 read-only file system is reported by `storage.py`.
+
+`DataDir` names every folder; the stages name the files inside their own folders (a partition's part
+files in `ingest`, a scoring job's shards and its hidden job folder in `shardjob.py`, an evaluation's
+metrics in `evaluate.py`) and write them with the primitives here.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError, PipelineError
+from pipeline.errors import DamagedFileError, InputError, PipelineError
 from pipeline.storage import STORAGE_ERRNOS
 
 MANIFEST = "_manifest.json"
@@ -125,6 +132,10 @@ class DataDir:
 
     def report(self, date: str) -> Path:
         return self.reports / f"date={parse_date(date)}"
+
+    def evaluation(self, version: str, date: str) -> Path:
+        """A model's metrics on a labelled date (`pipeline evaluate`)."""
+        return self.reports / check_name(version, "model") / f"date={parse_date(date)}"
 
     def stamp(self, stage: str, date: str) -> Path:
         """What a stage consumed and produced for a date (see `nightly.py`)."""
@@ -227,10 +238,10 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         msg = f"{path}: not found"
-        raise PipelineError(msg) from None
+        raise DamagedFileError(msg) from None
     except json.JSONDecodeError as e:
         msg = f"{path}: not valid JSON ({e}); the file is damaged, re-run the stage that writes it"
-        raise PipelineError(msg) from None
+        raise DamagedFileError(msg) from None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -290,7 +301,9 @@ def recover_dir(final: Path) -> None:
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
-    """The manifest of a complete partition, or None when there is none (absent or never finished)."""
+    """The manifest of a complete partition, or None when there is none (absent or never finished).
+
+    It first mends what a crash mid-swap left (`recover_dir`: renames the folder back or removes it)."""
     recover_dir(folder)
     p = folder / MANIFEST
     return check_manifest_names(read_json(p), p) if p.is_file() else None
@@ -300,7 +313,7 @@ def check_manifest_names(m: Any, where: Path) -> dict[str, Any]:
     """A manifest's file names are joined to its folder: each must be a plain name, never a path."""
     if not isinstance(m, dict):
         msg = f"{where}: not a manifest (a JSON object); the file is damaged, re-run the stage that writes it"
-        raise PipelineError(msg)
+        raise DamagedFileError(msg)
     for key in ("files", "shards"):
         for f in m.get(key) or []:
             name = f.get("name") if isinstance(f, dict) else None
@@ -308,7 +321,7 @@ def check_manifest_names(m: Any, where: Path) -> dict[str, Any]:
                 check_name(name, f"{key}[].name")  # type: ignore[arg-type]
             except InputError as e:
                 msg = f"{where}: {e}; the manifest is damaged or was edited, re-run the stage that writes it"
-                raise PipelineError(msg) from None
+                raise DamagedFileError(msg) from None
     return m
 
 

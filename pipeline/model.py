@@ -14,16 +14,28 @@ Sequences go through `pack_padded_sequence`, so padding never changes a predicti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from pydantic import AfterValidator
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pipeline.settings import setting, settings
 
-@dataclass(frozen=True)
+
+def _off_or_at_least_2(n: int) -> int:
+    if n == 1:
+        raise ValueError("0 (off) or at least 2 buckets")
+    return n
+
+
+Buckets = Annotated[int, AfterValidator(_off_or_at_least_2)]
+_MAX_DIM = 1 << 24
+
+
+@settings
 class ModelConfig:
     """Defaults: the best configuration measured on AG News validation (README, "The model and its accuracy").
 
@@ -31,23 +43,27 @@ class ModelConfig:
     for the BiLSTM alone), and a TF-IDF head beside it, the two weighed on validation (0.908).
     """
 
-    rnn_type: Literal["rnn", "lstm", "gru"] = "lstm"
-    embed_dim: int = 100
-    hidden_dim: int = 128
-    num_layers: int = 1
-    bidirectional: bool = True
-    pooling: Literal["last", "mean", "max"] = "max"
-    dropout: float = 0.3  # between RNN layers and before the linear head
-    max_len: int = 256  # tokens kept per text (the first ones)
+    rnn_type: Literal["rnn", "lstm", "gru"] = setting("lstm", "the recurrent layer")
+    embed_dim: int = setting(100, "token embedding size", ge=1, le=_MAX_DIM)
+    hidden_dim: int = setting(128, "recurrent state size (each direction)", ge=1, le=_MAX_DIM)
+    num_layers: int = setting(1, "stacked recurrent layers", ge=1, le=64)
+    bidirectional: bool = setting(True, "read the text both ways")
+    pooling: Literal["last", "mean", "max"] = setting("max", "how the states become one vector")
+    dropout: float = setting(0.3, "between recurrent layers and before the linear head", ge=0, lt=1)
+    max_len: int = setting(256, "tokens kept per text (the first ones)", ge=1, le=_MAX_DIM)
     # A hashed bag of unigrams and bigrams beside the sequence (fastText style), trained jointly:
-    # its mean embedding is concatenated to the pooled RNN state. 0 buckets = off.
-    ngram_buckets: int = 200_000
-    ngram_dim: int = 32
+    # its mean embedding is concatenated to the pooled RNN state.
+    ngram_buckets: Buckets = setting(
+        200_000, "hashed n-gram buckets beside the sequence (fastText style); 0 = off", ge=0, le=_MAX_DIM
+    )
+    ngram_dim: int = setting(32, "n-gram embedding size", ge=1, le=_MAX_DIM)
     # A second head: logistic regression over hashed unigrams and bigrams weighted by TF-IDF (the
-    # inverse document frequencies come from the training rows). It is trained with its own loss beside
-    # the sequence head; the prediction is the two heads' log-probabilities, each times a weight fitted
-    # on validation (`TextClassifier.weigh_heads`). 0 buckets = off.
-    wide_buckets: int = 1 << 20
+    # inverse document frequencies come from the training rows), fitted on its own (pipeline/tfidf.py);
+    # the prediction is the two heads' log-probabilities, each times a weight fitted on validation
+    # (`TextClassifier.weigh_heads`).
+    wide_buckets: Buckets = setting(
+        1 << 20, "hashed uni+bigram buckets of the TF-IDF head; 0 = off", ge=0, le=_MAX_DIM
+    )
 
 
 # The lesson's classifiers: everything not named is off (one direction, one layer, no dropout, no n-grams).

@@ -21,9 +21,26 @@ from typing import Any
 
 from pipeline import export, ingest, lake, score, sink_mysql, storage
 from pipeline.config import ScoreConfig
+from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 STAGES = ("ingest", "score", "export")
+
+
+RUNNERS = ("local", "processes", "dask")
+
+
+def parse_runner(spec: str) -> tuple[str, str]:
+    """(kind, address) of a `--runner`: local (threads), processes, dask (a local cluster) or dask=ADDRESS."""
+    kind, _, address = spec.partition("=")
+    if (
+        kind not in RUNNERS
+        or (address and kind != "dask")
+        or (kind == "dask" and "=" in spec and not address)
+    ):
+        msg = f"--runner must be local, processes, dask or dask=ADDRESS, got {spec!r}"
+        raise ConfigError(msg)
+    return kind, address
 
 
 def ingest_date(data: lake.DataDir, date: str) -> dict[str, Any]:

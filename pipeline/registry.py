@@ -24,8 +24,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from pipeline import lake
-from pipeline.errors import InputError, ModelError, PipelineError
+from pipeline import lake, settings
+from pipeline.errors import ConfigError, DamagedFileError, InputError, ModelError
 from pipeline.model import ModelConfig, TextClassifier
 from pipeline.schema import LAKE_SCHEMA_VERSION
 from pipeline.vocab import PAD, UNK, Vocab, load_vocab
@@ -115,7 +115,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     try:
         meta = lake.read_json(path)
-    except (PipelineError, UnicodeDecodeError) as e:
+    except (DamagedFileError, UnicodeDecodeError) as e:
         msg = f"{path}: not a model config ({e}); hint: retrain, or restore the model folder"
         raise ModelError(msg) from None
     if not isinstance(meta, dict):
@@ -139,43 +139,18 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def _positive(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 24
-
-
-# Each architecture setting of config.json, and the values it may take.
-_CONFIG_RULES: dict[str, tuple[Any, str]] = {
-    "rnn_type": (lambda v: v in ("rnn", "lstm", "gru"), "rnn, lstm or gru"),
-    "embed_dim": (_positive, "a positive integer"),
-    "hidden_dim": (_positive, "a positive integer"),
-    "num_layers": (lambda v: _positive(v) and v <= 64, "an integer from 1 to 64"),
-    "bidirectional": (lambda v: isinstance(v, bool), "true or false"),
-    "pooling": (lambda v: v in ("last", "mean", "max"), "last, mean or max"),
-    "dropout": (lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1, "in [0, 1)"),
-    "max_len": (_positive, "a positive integer"),
-    "ngram_buckets": (lambda v: v == 0 or (_positive(v) and v >= 2), "0 (off) or at least 2"),
-    "ngram_dim": (_positive, "a positive integer"),
-    "wide_buckets": (lambda v: v == 0 or (_positive(v) and v >= 2), "0 (off) or at least 2"),
-}
-
-
 def _model_config(meta: dict[str, Any], folder: Path) -> ModelConfig:
-    """The architecture in config.json, each value checked (a setting with no rule: the default's type)."""
-    for key, f in ModelConfig.__dataclass_fields__.items():
-        value = meta.get(key)
-        ok, want = _CONFIG_RULES.get(key) or _like_default(f.default)
-        if key not in meta or not ok(value):
-            msg = f"{folder / 'config.json'}: `{key}` must be {want}, got {value!r}; hint: retrain the model"
-            raise ModelError(msg)
-    return ModelConfig(**{k: meta[k] for k in ModelConfig.__dataclass_fields__})
-
-
-def _like_default(default: object) -> tuple[Any, str]:
-    if isinstance(default, bool):
-        return (lambda v: isinstance(v, bool)), "true or false"
-    if isinstance(default, int):
-        return (lambda v: v == 0 or _positive(v)), "a non-negative integer"
-    return (lambda v: type(v) is type(default)), type(default).__name__
+    """The architecture in config.json, every setting present and checked by ModelConfig's declaration."""
+    path = folder / "config.json"
+    missing = [k for k in settings.fields(ModelConfig) if k not in meta]
+    if missing:
+        msg = f"{path}: `{missing[0]}` is missing; hint: retrain the model"
+        raise ModelError(msg)
+    try:
+        values = {k: meta[k] for k in settings.fields(ModelConfig)}
+        return settings.build(ModelConfig, values, where=str(path))
+    except ConfigError as e:
+        raise ModelError(f"{e}; retrain the model, or restore its folder") from None
 
 
 def _read_vocab(path: Path) -> Vocab:
@@ -184,7 +159,7 @@ def _read_vocab(path: Path) -> Vocab:
         vocab = load_vocab(path)
     except ModelError:
         raise
-    except (UnicodeDecodeError, KeyError, TypeError, AttributeError, PipelineError) as e:
+    except (UnicodeDecodeError, KeyError, TypeError, AttributeError, DamagedFileError) as e:
         msg = f"{path}: not a vocabulary JSON file ({e!r}); it will not be unpickled; hint: retrain"
         raise ModelError(msg) from None
     tokens = vocab.tokens
@@ -280,7 +255,7 @@ def list_models(models: Path) -> list[dict[str, Any]]:
                 "macro_f1": float(m["validation"]["macro_f1"]),
                 "latest": p.name == latest,
             }
-        except (PipelineError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        except (DamagedFileError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
             log.warning("%s: skipped, its config.json or metrics.json is damaged (%r)", p, e)
             continue
         rows.append(row)

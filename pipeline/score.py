@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline import lake, registry, shardjob
+from pipeline import lake, registry, settings, shardjob
 from pipeline.config import ScoreConfig
 from pipeline.infer import Precision, Scorer, build_scorer
 from pipeline.schema import PREDICTIONS_SCHEMA_VERSION, predictions_schema
@@ -139,36 +139,18 @@ def prediction_files(folder: Path) -> list[Path]:
 # ---------------------------------------------------------------------------- command line
 
 
+SCORE_FLAGS = ["batch_size", "shard_rows", "workers", "precision"]
+
+
 def add_score_arguments(parser: argparse.ArgumentParser) -> None:
-    """The scoring options of `pipeline score` / `run` / `backfill`; unset ones keep ScoreConfig's."""
-    parser.add_argument("--batch-size", type=_positive, help="rows per model call (default 256)")
-    parser.add_argument(
-        "--workers", type=_positive, help="1: one inference thread; N>1: N processes (default 1)"
-    )
-    parser.add_argument(
-        "--precision",
-        choices=list(get_args(Precision)),
-        help="fp32 (exact), bf16 autocast, int8 (onnxruntime dynamic quantisation) (default fp32)",
-    )
+    """`pipeline score`'s flags, one for each `[score]` setting; an unset one keeps the config's value."""
+    settings.add_flags(parser, ScoreConfig, SCORE_FLAGS)
 
 
 def score_config_from_args(args: argparse.Namespace, base: ScoreConfig) -> ScoreConfig:
-    """`base` with the options given on the command line."""
-    given = {
-        k: getattr(args, k, None) for k in ("batch_size", "workers", "precision") if getattr(args, k, None)
-    }
-    return dataclasses.replace(base, **given)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"expected a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    """`base` (the config file's and `--set`'s `[score]`) with the flags given on the command line."""
+    given = settings.given_flags(args, SCORE_FLAGS)
+    return settings.build(ScoreConfig, {**dataclasses.asdict(base), **given}, where="pipeline score")
 
 
 # ---------------------------------------------------------------------------- windows

@@ -16,6 +16,7 @@ import polars as pl
 
 from pipeline import lake
 from pipeline.errors import ModelError
+from pipeline.settings import setting, settings
 from pipeline.tokenize import is_han_run_expr, tokenize_expr, tokenizer_settings
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,12 @@ _BR_CUT = "(?i)<br$"  # the chunk before the space of a `_BR`
 PAD_ID, UNK_ID = 0, 1
 
 
-@dataclass(frozen=True)
+@settings
 class VocabConfig:
-    max_size: int = 50_000  # including <pad> and <unk>
-    min_count: int = 0  # 0 = chosen by corpus size (`config.resolve_for_data`)
+    max_size: int = setting(50_000, "the most tokens kept, <pad> and <unk> included", ge=2)
+    min_count: int = setting(
+        0, "tokens seen fewer times are dropped; 0 = chosen by corpus size (`config.resolve_for_data`)", ge=0
+    )
 
 
 @dataclass(frozen=True)

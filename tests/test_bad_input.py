@@ -610,8 +610,8 @@ def test_command_line_ingests_the_corpus_without_a_traceback(tmp_path, capfd):
         (["--quote", "ab"], r"`quote` must be one ASCII character"),
         (["--quote", ",", "--delimiter", ","], r"`quote` and `delimiter` are both ','"),
         (["--label-sep", "\\n"], None),  # a line end cannot separate a label in a line, but it is legal
-        (["--max-text-chars", "0"], r"`max_text_chars` >= 1"),
-        (["--max-bad-fraction", "2"], r"`max_bad_fraction` must be in \[0, 1\]"),
+        (["--max-text-chars", "0"], r"`max_text_chars`: input should be greater than or equal to 1, got 0"),
+        (["--max-bad-fraction", "2"], r"`max_bad_fraction`: input should be less than or equal to 1, got 2"),
         (["--encoding", "klingon"], r"`encoding` 'klingon' is unknown"),
     ],
 )
@@ -630,13 +630,16 @@ def test_bad_command_line_options_are_clear_errors(argv, message):
     ("toml", "message"),
     [
         ("text_columns = 5", None),  # one column by position
-        ("text_columns = [[1]]", r"`text_columns` must be a list of strings"),
-        ("classes = 5", r"`classes` must be a list of strings or left out"),
-        ('header = "no"', r"`header` must be bool"),
-        ("label_index = 1.5\nclasses = ['a']", r"`label_index` must be int or left out"),
-        ("max_bad_fraction = true", r"`max_bad_fraction` must be float or int"),
-        ("format = 'xlsx'", r"`format` must be one of"),
-        ("colour = 1", r"unknown ingest option\(s\) \['colour'\]"),
+        ("text_columns = [[1]]", r"`text_columns`: input should be a valid string, got \[1\]"),
+        ("classes = 5", r"`classes`: input should be a valid tuple, got 5"),
+        ('header = "no"', r"`header`: input should be a valid boolean, got 'no'"),
+        ("label_index = 1.5\nclasses = ['a']", r"`label_index`: input should be a valid integer, got 1\.5"),
+        ("label_index = true\nclasses = ['a']", r"`label_index`: input should be a valid integer, got True"),
+        ("max_bad_fraction = true", r"`max_bad_fraction`: input should be a valid number, got True"),
+        ("format = 'xlsx'", r"`format`: input should be 'auto', 'csv', .* got 'xlsx'"),
+        ("colour = 1", r"_ingest\.toml: unknown key `colour`; hint: known keys: block_bytes, classes"),
+        ("encodng = 'latin-1'", r"unknown key `encodng`; hint: did you mean `encoding`\?"),
+        ("block_bytes = 0", r"`block_bytes`: input should be greater than or equal to 1"),
         ("header = ", r"not valid TOML"),
     ],
 )

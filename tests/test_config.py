@@ -1,3 +1,7 @@
+import json
+import tomllib
+from pathlib import Path
+
 import pytest
 
 from pipeline.config import PipelineConfig, load_config
@@ -16,24 +20,68 @@ def test_defaults_file_then_overrides(tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.epoch=3", "unknown key `epoch`"),
-        ("optim.lr=3", "unknown section `optim`"),
-        ("model.rnn_type=cnn", "not one of"),
-        ("train.epochs=many", "expected int"),
+        ("train.epoch=3", r"--set: unknown key `train\.epoch`; hint: did you mean `epochs`\?"),
+        ("optim.lr=3", r"--set: unknown section \[optim\]; hint: known: vocab, model"),
+        ("trian.lr=3", r"unknown section \[trian\]; hint: did you mean \[train\]\?"),
+        (
+            "model.rnn_type=cnn",
+            r"`model\.rnn_type`: input should be 'rnn', 'lstm' or 'gru', got 'cnn'; hint:",
+        ),
+        (
+            "train.epochs=many",
+            r"`train\.epochs`: input should be a valid integer, got 'many'; hint: the most",
+        ),
+        ("train.epochs=2.5", r"`train\.epochs`: input should be a valid integer"),
+        ("model.bidirectional=1", r"`model\.bidirectional`: input should be a valid boolean, got 1"),
+        ("vocab.min_count=true", r"`vocab\.min_count`: input should be a valid integer, got True"),
         ("epochs=3", "expected SECTION.KEY=VALUE"),
-        ("report.confidence=1.5", "report.confidence: expected a number between 0 and 1"),
-        ("report.psi_score=0", "report.psi_score: expected a positive number"),
-        ("report.fail_on_drift=maybe", "expected bool"),
-        ("report.nights=0", "report.nights: expected an integer from 1 to 366"),
-        ("pretrain.epochs=-1", "pretrain.epochs: expected an integer >= 0"),
-        ("pretrain.window=0", "pretrain.window: expected a positive integer"),
-        ("pretrain.subsample=0", "pretrain.subsample: expected a positive number"),
-        ("train.wide_lr=0.01", "unknown key `wide_lr`"),
+        ("report.confidence=1.5", r"`report\.confidence`: input should be less than 1, got 1\.5"),
+        ("report.psi_score=0", r"`report\.psi_score`: input should be greater than 0"),
+        ("report.fail_on_drift=maybe", r"`report\.fail_on_drift`: input should be a valid boolean"),
+        ("report.nights=0", r"`report\.nights`: input should be greater than or equal to 1"),
+        ("pretrain.epochs=-1", r"`pretrain\.epochs`: input should be greater than or equal to 0"),
+        ("pretrain.window=0", r"`pretrain\.window`: input should be greater than or equal to 1"),
+        ("pretrain.subsample=0", r"`pretrain\.subsample`: input should be greater than 0"),
+        ("score.batch_size=0", r"`score\.batch_size`: input should be greater than or equal to 1"),
+        ("model.ngram_buckets=1", r"`model\.ngram_buckets`: value error, 0 \(off\) or at least 2"),
+        ("train.wide_lr=0.01", r"unknown key `train\.wide_lr`; hint: did you mean `wide_c`\?"),
     ],
 )
 def test_bad_settings_are_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])
+
+
+def test_a_bad_key_in_a_file_names_the_file_and_a_hint(tmp_path):
+    f = tmp_path / "nightly.toml"
+    f.write_text("[score]\nbatch_sise = 64\n")
+    with pytest.raises(
+        ConfigError, match=r"nightly\.toml: unknown key `score\.batch_sise`; hint: did you mean"
+    ):
+        load_config(f)
+    f.write_text('[model]\nhidden_dim = "128"\n')
+    with pytest.raises(
+        ConfigError, match=r"nightly\.toml: `model\.hidden_dim`: input should be a valid integer"
+    ):
+        load_config(f)
+    f.write_text("[score]\nbatch_size = 64\n")  # a good file, a bad override: the override is named
+    with pytest.raises(ConfigError, match=r"^--set: `score\.workers`"):
+        load_config(f, ["score.workers=0"])
+
+
+def test_every_section_is_declared_with_a_meaning_and_a_schema():
+    from pipeline.config import SECTIONS, config_schema
+    from pipeline.settings import description, fields
+
+    for name, cls in SECTIONS.items():
+        for key in fields(cls):
+            assert description(cls, key), f"{name}.{key} has no meaning"
+    schema = config_schema()
+    assert schema["additionalProperties"] is False
+    assert set(schema["properties"]) == set(SECTIONS)
+    score = schema["$defs"]["ScoreConfig"]
+    assert score["properties"]["batch_size"]["minimum"] == 1
+    assert score["properties"]["precision"]["enum"] == ["fp32", "bf16", "int8"]
 
 
 def test_report_thresholds_are_not_part_of_a_models_settings():
@@ -66,3 +114,41 @@ def test_export_section_takes_a_mysql_url_and_refuses_one_with_a_password():
     with pytest.raises(ConfigError, match=r"export\.mysql_url: the mysql:// URL holds a password") as e:
         load_config(None, ["export.mysql_url=mysql://loader:hunter2@db/reports"])
     assert "hunter2" not in str(e.value)
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "docs" / "configs").glob("*.toml"))
+
+
+def test_the_schema_from_pipeline_config_validates_the_shipped_examples(capsys):
+    import jsonschema
+
+    from pipeline.__main__ import main
+
+    assert main(["config", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert len(EXAMPLES) >= 3
+    for path in EXAMPLES:
+        jsonschema.validate(tomllib.loads(path.read_text()), schema)  # the schema accepts it
+        load_config(path)  # and so does the code the schema came from
+    for bad in ({"score": {"batch_size": 0}}, {"score": {"batch_sise": 64}}, {"trian": {}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+
+
+def test_pipeline_config_prints_a_file_that_reads_back_the_same(tmp_path, capsys):
+    from pipeline.__main__ import main
+
+    f = tmp_path / "c.toml"
+    f.write_text('[score]\nbatch_size = 64\n[model]\nrnn_type = "gru"\n')
+    assert main(["config", "--config", str(f), "--set", "train.lr=0.01"]) == 0
+    printed = tmp_path / "printed.toml"
+    printed.write_text(capsys.readouterr().out)
+    cfg = load_config(printed)
+    assert cfg == load_config(f, ["train.lr=0.01"])
+    assert (cfg.score.batch_size, cfg.model.rnn_type, cfg.train.lr) == (64, "gru", 0.01)
+
+    f.write_text("[score]\nbatch_sise = 64\n")
+    assert main(["config", "--config", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert f"{f}: unknown key `score.batch_sise`; hint: did you mean `batch_size`?" in err

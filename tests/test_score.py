@@ -213,8 +213,8 @@ def test_options_change_the_inputs_and_are_checked(scored):
     assert not m8["skipped"] and m8["engine"] == {"kernel": "onnxruntime", "precision": "int8"}
     p8 = np.array(read_predictions(scored).column("probs").to_pylist())
     assert np.abs(p8.sum(1) - 1).max() < 1e-9 and m["inputs"] != m8["inputs"]
-    with pytest.raises(ConfigError, match=r"score\.batch_size"):
-        ScoreConfig(batch_size=0)
+    with pytest.raises(ConfigError, match=r"`score\.batch_size`: input should be greater than or equal to 1"):
+        load_config(None, ["score.batch_size=0"])
     assert load_config(None, ["score.workers=2", "score.precision=bf16"]).score == ScoreConfig(
         workers=2, precision="bf16"
     )
@@ -231,8 +231,12 @@ def test_command_line_options():
         shard_rows=7, batch_size=64, workers=2, precision="bf16"
     )
     assert score.score_config_from_args(parser.parse_args([]), base) == base
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--workers", "0"])
+    with pytest.raises(
+        ConfigError, match=r"pipeline score: `workers`: input should be greater than or equal to 1"
+    ):
+        score.score_config_from_args(parser.parse_args(["--workers", "0"]), base)
+    with pytest.raises(SystemExit):  # not a number: argparse's usage error
+        parser.parse_args(["--workers", "two"])
 
 
 def test_missing_partition_and_model_are_clear_errors(scored):

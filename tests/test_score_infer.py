@@ -12,6 +12,7 @@ from conftest import randomise_wide_head
 
 from pipeline.infer import build_scorer, equal_length_batches, fused_support
 from pipeline.model import ModelConfig, TextClassifier, pad_batch
+from pipeline.settings import setting, settings
 from pipeline.vocab import VocabConfig, build_vocab, encode
 
 # mixed lengths, unknown tokens, Chinese, a text far longer than max_len, punctuation only
@@ -85,9 +86,9 @@ def test_default_sized_model_is_exact(encoded):
 def test_unknown_models_fall_back_to_the_generic_kernel(encoded):
     vocab, ids, offsets = encoded
 
-    @dataclasses.dataclass(frozen=True)
+    @settings
     class NewConfig(ModelConfig):
-        attention: bool = True
+        attention: bool = setting(True, "a new option the fused kernel does not know")
 
     class NewModel(TextClassifier):
         pass

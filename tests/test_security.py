@@ -167,13 +167,15 @@ def test_weights_with_other_tensors_are_refused(data, model_dir, tamper, message
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"embed_dim": 10**12}, r"`embed_dim` must be a positive integer, got 1000000000000"),
-        ({"hidden_dim": -3}, r"`hidden_dim` must be a positive integer"),
-        ({"num_layers": "2"}, r"`num_layers` must be an integer from 1 to 64, got '2'"),
-        ({"rnn_type": "transformer"}, r"`rnn_type` must be rnn, lstm or gru"),
-        ({"dropout": 1.5}, r"`dropout` must be in \[0, 1\)"),
-        ({"bidirectional": "yes"}, r"`bidirectional` must be true or false"),
-        ({"ngram_buckets": 1}, r"`ngram_buckets` must be 0 \(off\) or at least 2"),
+        ({"embed_dim": 10**12}, r"config\.json: `embed_dim`: input should be less than or equal to 16777216"),
+        ({"hidden_dim": -3}, r"`hidden_dim`: input should be greater than or equal to 1, got -3"),
+        ({"num_layers": "2"}, r"`num_layers`: input should be a valid integer, got '2'"),
+        ({"num_layers": 65}, r"`num_layers`: input should be less than or equal to 64"),
+        ({"rnn_type": "transformer"}, r"`rnn_type`: input should be 'rnn', 'lstm' or 'gru'"),
+        ({"dropout": 1.5}, r"`dropout`: input should be less than 1.*retrain the model"),
+        ({"bidirectional": "yes"}, r"`bidirectional`: input should be a valid boolean"),
+        ({"ngram_buckets": 1}, r"`ngram_buckets`: value error, 0 \(off\) or at least 2"),
+        ({"pooling": None}, r"`pooling`: input should be 'last', 'mean' or 'max', got None"),
         ({"labels": ["a", "a"]}, r"`labels` must be a non-empty list of distinct names"),
         ({"labels": []}, r"`labels` must be a non-empty list"),
         ({"vocab_version": ["x"]}, r"`vocab_version` must be a string"),
@@ -312,8 +314,8 @@ def test_folder_config_values_of_the_wrong_type_are_refused(data):
     folder = data.raw("2026-01-01")
     folder.mkdir(parents=True)
     for text, message in [
-        ('header = "no"', r"`header` must be bool"),
-        ("max_text_chars = true", r"`max_text_chars` must be int"),
+        ('header = "no"', r"_ingest\.toml: `header`: input should be a valid boolean, got 'no'; hint:"),
+        ("max_text_chars = true", r"`max_text_chars`: input should be a valid integer, got True"),
         ('delimiter = ";;"', r"`delimiter` must be one ASCII character"),
         ('quote = ","', r"`quote` and `delimiter` are both ','"),
     ]:

@@ -103,3 +103,42 @@ def test_a_lake_with_another_schema_is_refused(lake_root, capsys):
         assert "lake schema version 99" in capsys.readouterr().err
     finally:
         manifest.write_bytes(original)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_score_settings_come_from_the_config_then_flags_and_never_change_the_model(
+    lake_root, tmp_path, capsys
+):
+    base = ["--data-dir", str(lake_root)]
+    train = [*base, "train", "--end", corpus.TRAIN_DATES[-1], *SMALL, "--promote", "always"]
+    assert main(train) == 0
+    version = json.loads(capsys.readouterr().out)["version"]
+    assert main([*train, "--set", "score.batch_size=7", "--set", "score.shard_rows=3"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["version"], again["skipped"]) == (version, True)  # how it scores is no part of a model
+
+    f = tmp_path / "nightly.toml"
+    f.write_text("[score]\nshard_rows = 15\nbatch_size = 8\n")
+    manifest = lake_root / "predictions" / f"date={corpus.SCORE_DATE}" / "_manifest.json"
+
+    def score(*extra: str) -> tuple[dict, list[int]]:
+        assert main([*base, "score", "--date", corpus.SCORE_DATE, "--config", str(f), *extra]) == 0
+        capsys.readouterr()
+        m = json.loads(manifest.read_text())
+        assert m["model_version"] == version
+        return m["inputs"]["score"], [s["rows"] for s in m["shards"]]
+
+    assert score() == ({"precision": "fp32", "batch_size": 8, "shard_rows": 15}, [15, 15, 10])
+    assert score("--set", "score.shard_rows=20") == (
+        {"precision": "fp32", "batch_size": 8, "shard_rows": 20},
+        [20, 20],
+    )
+    flags = ["--set", "score.shard_rows=20", "--shard-rows", "40", "--batch-size", "4"]
+    assert score(*flags) == ({"precision": "fp32", "batch_size": 4, "shard_rows": 40}, [40])
+
+    f.write_text("[score]\nshard_rows = 25\n")  # the nightly job reads the same table
+    assert main([*base, "run", "--date", corpus.SCORE_DATE, "--config", str(f)]) == 0
+    capsys.readouterr()
+    m = json.loads(manifest.read_text())
+    assert m["inputs"]["score"]["shard_rows"] == 25
+    assert [s["rows"] for s in m["shards"]] == [25, m["rows"] - 25]

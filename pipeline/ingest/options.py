@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import codecs
 import tomllib
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.settings import add_flags, build, given_flags, setting, settings
 
 # Reasons a row is quarantined.
 EMPTY_TEXT = "empty_text"
@@ -25,47 +25,47 @@ TOO_LONG = "too_long"
 REASONS = (EMPTY_TEXT, MALFORMED, UNDECODABLE, UNKNOWN_LABEL, DUPLICATE_ID, TOO_LONG)
 
 Format = Literal["auto", "csv", "tsv", "jsonl", "text", "labelled", "fasttext", "parquet"]
-FORMATS: tuple[str, ...] = ("auto", "csv", "tsv", "jsonl", "text", "labelled", "fasttext", "parquet")
+FORMATS: tuple[str, ...] = get_args(Format)
 FOLDER_CONFIG = "_ingest.toml"  # per raw/<date>/ options; files starting with `_` or `.` are not sources
 
 
-@dataclass(frozen=True)
+@settings
 class IngestConfig:
     """How to read and validate sources. Columns are names, or 1-based positions as strings ("2")."""
 
-    format: Format = "auto"  # auto: from the file name (.csv .tsv .jsonl .txt .parquet, after .gz/.zst)
-    text_columns: tuple[str, ...] = ("text",)  # several are joined with a space
-    label_column: str | None = "label"  # the default may be absent from a source: rows are unlabelled
-    id_column: str | None = "id"  # the default may be absent: ids are derived from sha256 and line
-    header: bool = True  # CSV/TSV: first line names the columns; without it, columns are "1", "2", ...
-    delimiter: str | None = None  # CSV "," and TSV tab unless given
-    quote: str | None = None  # CSV '"', TSV none unless given; "" turns quoting off
-    encoding: str = "utf-8"
-    label_sep: str | None = None  # labelled lines: label, this separator, text; None = first whitespace
-    label_prefix: str = ""  # removed from labels, required when set (fastText: "__label__")
-    label_coarse_sep: str | None = None  # keep the label up to this separator (TREC "DESC:manner" -> DESC)
-    label_index: Literal[0, 1] | None = None  # labels are 0- or 1-based indices into `classes`
-    classes: tuple[str, ...] | None = None  # when set, other labels are quarantined
-    max_text_chars: int = 10_000
-    max_bad_fraction: float = 1.0
-    block_bytes: int = 8 << 20  # bytes read per batch from text formats
+    format: Format = setting(
+        "auto", "auto: from the file name (.csv .tsv .jsonl .txt .parquet, after .gz/.zst)"
+    )
+    text_columns: tuple[str, ...] = setting(("text",), "the text column(s); several are joined with a space")
+    label_column: str | None = setting(
+        "label", "the label column; the default may be absent from a source: its rows are unlabelled"
+    )
+    id_column: str | None = setting("id", "the id column; the default may be absent: ids are derived")
+    header: bool = setting(True, 'CSV/TSV: the first line names the columns (else they are "1", "2", ...)')
+    delimiter: str | None = setting(None, "CSV/TSV field separator; none: , for CSV, a tab for TSV")
+    quote: str | None = setting(
+        None, "CSV quote character; none: \" for CSV, no quoting for TSV; '' turns quoting off"
+    )
+    encoding: str = setting("utf-8", "the sources' text encoding, e.g. iso-8859-1, cp1252, gb18030")
+    label_sep: str | None = setting(
+        None, "labelled lines: the separator after the label; none: the first whitespace"
+    )
+    label_prefix: str = setting("", "removed from labels, and required when set (fastText: __label__)")
+    label_coarse_sep: str | None = setting(
+        None, "keep the label up to this separator (TREC: DESC:manner -> DESC)"
+    )
+    label_index: int | None = setting(None, "labels are 0- or 1-based indices into `classes`", ge=0, le=1)
+    classes: tuple[str, ...] | None = setting(None, "the class names; labels not among them are quarantined")
+    max_text_chars: int = setting(10_000, "longer texts are quarantined", ge=1)
+    max_bad_fraction: float = setting(1.0, "more quarantined rows than this fails the ingest", ge=0, le=1)
+    block_bytes: int = setting(8 << 20, "bytes read per batch from text formats", ge=1)
 
     def __post_init__(self) -> None:
-        _check_types(self)
-        if self.format not in FORMATS:
-            msg = f"`format` must be one of {', '.join(FORMATS)}, got {self.format!r}"
-            raise ConfigError(msg)
         if not self.text_columns:
             msg = "`text_columns` is empty; hint: name at least one text column"
             raise ConfigError(msg)
         if self.label_index is not None and self.classes is None:
             msg = "`label_index` needs `classes` (the class-names file the indices point into)"
-            raise ConfigError(msg)
-        if self.label_index not in (None, 0, 1):
-            msg = f"`label_index` must be 0 or 1, got {self.label_index!r}"
-            raise ConfigError(msg)
-        if not 0.0 <= self.max_bad_fraction <= 1.0 or self.max_text_chars < 1:
-            msg = "`max_bad_fraction` must be in [0, 1] and `max_text_chars` >= 1"
             raise ConfigError(msg)
         try:
             codecs.lookup(self.encoding)
@@ -83,41 +83,6 @@ class IngestConfig:
             if sep == "":
                 msg = f"`{name}` is empty; hint: leave it out for the default"
                 raise ConfigError(msg)
-
-
-def _check_types(cfg: IngestConfig) -> None:
-    """Options from a TOML file arrive with any type: each must have the one its field says."""
-    for name, kinds in _TYPES.items():
-        value = getattr(cfg, name)
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if ok and isinstance(value, tuple):
-            ok = all(isinstance(v, str) for v in value)
-        if not ok:
-            names = {tuple: "a list of strings", _NONE: "left out"}
-            want = " or ".join(names.get(k, k.__name__) for k in kinds)
-            msg = f"`{name}` must be {want}, got {value!r}"
-            raise ConfigError(msg)
-
-
-_NONE = type(None)
-_TYPES: dict[str, tuple[type, ...]] = {
-    "format": (str,),
-    "text_columns": (tuple,),
-    "label_column": (str, _NONE),
-    "id_column": (str, _NONE),
-    "header": (bool,),
-    "delimiter": (str, _NONE),
-    "quote": (str, _NONE),
-    "encoding": (str,),
-    "label_sep": (str, _NONE),
-    "label_prefix": (str,),
-    "label_coarse_sep": (str, _NONE),
-    "label_index": (int, _NONE),
-    "classes": (tuple, _NONE),
-    "max_text_chars": (int,),
-    "max_bad_fraction": (float, int),
-    "block_bytes": (int,),
-}
 
 
 def read_classes(path: Path) -> tuple[str, ...]:
@@ -139,11 +104,6 @@ def read_classes(path: Path) -> tuple[str, ...]:
 
 def ingest_config(options: dict[str, Any], *, base: Path, where: str) -> IngestConfig:
     """An `IngestConfig` from a table of options (TOML keys = field names; `classes` may be a file)."""
-    known = {f.name for f in fields(IngestConfig)} - {"block_bytes"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        msg = f"{where}: unknown ingest option(s) {unknown}; known: {sorted(known)}"
-        raise ConfigError(msg)
     opts = dict(options)
     if isinstance(opts.get("text_columns"), str | int):
         opts["text_columns"] = [opts["text_columns"]]
@@ -157,9 +117,9 @@ def ingest_config(options: dict[str, Any], *, base: Path, where: str) -> IngestC
     elif opts.get("classes") is not None:
         opts["classes"] = _names(opts["classes"])
     try:
-        return IngestConfig(**opts)
-    except (TypeError, ConfigError) as e:
-        msg = f"{where}: {e}"
+        return build(IngestConfig, opts, where=where)
+    except ConfigError as e:
+        msg = str(e) if str(e).startswith(where) else f"{where}: {e}"
         raise ConfigError(msg) from None
 
 
@@ -216,67 +176,60 @@ def _unescape(s: str) -> str:
         raise ConfigError(msg) from None
 
 
+_FLAG_GROUPS = {
+    "reading": ["format", "header", "delimiter", "quote", "encoding"],
+    "columns (a name, or a 1-based position)": ["text_columns", "label_column", "id_column"],
+    "labels": ["classes", "label_index", "label_sep", "label_prefix", "label_coarse_sep"],
+    "validation": ["max_text_chars", "max_bad_fraction"],
+}
+_METAVARS = {
+    "text_columns": "COL",
+    "label_column": "COL",
+    "id_column": "COL",
+    "classes": "FILE",
+    "delimiter": "CHAR",
+    "quote": "CHAR",
+    "label_sep": "SEP",
+    "label_coarse_sep": "SEP",
+    "label_prefix": "PREFIX",
+}
+_NOTES = {
+    "label_column": "'' for none",
+    "id_column": "'' to derive ids",
+    "delimiter": "\\t understood",
+    "label_sep": "\\t understood",
+    "classes": "a file, one name a line",
+}
+
+
 def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ingest options of `pipeline ingest` (SOURCE... and --date are added by the caller)."""
-    d = IngestConfig()
-    g = parser.add_argument_group("reading")
-    g.add_argument("--format", choices=FORMATS, default="auto", help="default: from the file name")
-    g.add_argument("--no-header", dest="header", action="store_false", help="CSV/TSV: no header row")
-    g.add_argument("--delimiter", help="CSV/TSV field separator (default , or tab; \\t understood)")
-    g.add_argument("--quote", help="CSV quote character (default \" for CSV, none for TSV; '' for none)")
-    g.add_argument("--encoding", default=d.encoding, help="e.g. iso-8859-1 (default utf-8)")
-    g = parser.add_argument_group("columns (a name, or a 1-based position)")
-    g.add_argument(
-        "--text-column",
-        dest="text_columns",
-        action="append",
-        metavar="COL",
-        help="repeat to join several with a space (default: text)",
-    )
-    g.add_argument(
-        "--label-column", default=d.label_column, metavar="COL", help="'' for none (default: label)"
-    )
-    g.add_argument("--id-column", default=d.id_column, metavar="COL", help="'' to derive ids (default: id)")
-    g = parser.add_argument_group("labels")
-    g.add_argument("--classes", type=Path, help="class names, one a line; other labels are quarantined")
-    g.add_argument(
-        "--label-index", type=int, choices=[0, 1], help="labels are 0/1-based indices into --classes"
-    )
-    g.add_argument(
-        "--label-sep", help="labelled lines: separator after the label (default: first whitespace)"
-    )
-    g.add_argument(
-        "--label-prefix", default="", help="removed from labels, e.g. __label__ (fasttext sets it)"
-    )
-    g.add_argument("--label-coarse-sep", metavar="SEP", help="keep the label up to SEP (TREC: ':')")
-    g = parser.add_argument_group("validation")
-    g.add_argument(
-        "--max-text-chars", type=int, default=d.max_text_chars, help="longer texts are quarantined"
-    )
-    g.add_argument(
-        "--max-bad-fraction", type=float, default=d.max_bad_fraction, help="fail (publish nothing) above this"
-    )
+    """The ingest options of `pipeline ingest` (SOURCE... and --date are added by the caller), one flag for
+    each option of `IngestConfig`, explained by its declaration."""
+    for title, names in _FLAG_GROUPS.items():
+        group = parser.add_argument_group(title)
+        add_flags(
+            group,
+            IngestConfig,
+            names,
+            flags={"text_columns": "--text-column"},
+            notes=_NOTES,
+            metavars=_METAVARS,
+            types={"classes": Path},
+        )
 
 
 def ingest_config_from_args(args: argparse.Namespace) -> IngestConfig:
     """The `IngestConfig` of parsed `pipeline ingest` arguments (reads the --classes file)."""
+    opts = given_flags(args, [n for names in _FLAG_GROUPS.values() for n in names])
+    for key in ("label_column", "id_column"):
+        if key in opts:
+            opts[key] = opts[key] or None
     try:
-        return IngestConfig(
-            format=args.format,
-            text_columns=tuple(args.text_columns or ("text",)),
-            label_column=args.label_column or None,
-            id_column=args.id_column or None,
-            header=args.header,
-            delimiter=_unescape(args.delimiter) if args.delimiter else None,
-            quote=args.quote,
-            encoding=args.encoding,
-            label_sep=_unescape(args.label_sep) if args.label_sep else None,
-            label_prefix=args.label_prefix,
-            label_coarse_sep=args.label_coarse_sep,
-            label_index=args.label_index,
-            classes=read_classes(args.classes) if args.classes is not None else None,
-            max_text_chars=args.max_text_chars,
-            max_bad_fraction=args.max_bad_fraction,
-        )
+        for key in ("delimiter", "label_sep"):
+            if opts.get(key):
+                opts[key] = _unescape(opts[key])
+        if "classes" in opts:
+            opts["classes"] = read_classes(opts["classes"])
+        return build(IngestConfig, opts, where="pipeline ingest")
     except ConfigError as e:
         raise InputError(str(e)) from None

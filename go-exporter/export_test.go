@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"os"
@@ -446,4 +447,23 @@ func TestNoLeaks(t *testing.T) {
 			mem.AssertSize(t, 0)
 		})
 	}
+}
+
+var corpus = flag.String("corpus", "", "write the input files of every export case and fuzz seed, and one large file, under this folder (for testdata/compare_binaries.sh)")
+
+// TestWriteCorpus writes, with -corpus DIR, the inputs that
+// testdata/compare_binaries.sh runs two builds of the exporter over.
+func TestWriteCorpus(t *testing.T) {
+	if *corpus == "" {
+		t.Skip("only with -corpus DIR")
+	}
+	for _, c := range exportCases() {
+		for p, b := range c.files(t) {
+			writeFile(t, filepath.Join(*corpus, "cases", c.name, p), b)
+		}
+	}
+	for name, b := range fuzzSeeds(t) {
+		writeFile(t, filepath.Join(*corpus, "seeds", "date=2026-01-04", name+".arrow"), b)
+	}
+	writeFile(t, filepath.Join(*corpus, "large", "date=2026-01-04", "large.arrow"), benchFile().encode(t))
 }

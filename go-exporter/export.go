@@ -228,3 +228,30 @@ func dataSize(d arrow.ArrayData, depth int) int64 {
 	}
 	return size
 }
+
+// produceFile queues the tasks for one input file.
+func produceFile(ctx context.Context, cfg config, path string, q queue) {
+	in, err := openInput(cfg, path)
+	if err != nil {
+		q.fail(err)
+		return
+	}
+	// closed when the writer gets here, after every batch was encoded
+	defer q.after(in.close)
+	p, err := newPlan(in.schema, path, cfg)
+	if err != nil {
+		q.fail(in.wrap(-1, err))
+		return
+	}
+	for i := 0; ctx.Err() == nil; i++ {
+		rec, err := in.next(i)
+		if err != nil {
+			q.fail(err)
+			return
+		}
+		if rec == nil {
+			return
+		}
+		queueBatch(q, p, rec, path, i)
+	}
+}

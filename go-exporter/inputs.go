@@ -5,7 +5,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -51,35 +50,59 @@ func expandInputs(inputs []string) ([]string, error) {
 	return files, nil
 }
 
-// produceFile queues the tasks for one input file.
-func produceFile(ctx context.Context, cfg config, path string, q queue) {
-	fail := func(batch int, err error) {
-		q.fail(&fileError{path, batch, err})
-	}
+// ipcInput is one input opened as an IPC file or as an IPC stream.
+type ipcInput struct {
+	path   string
+	f      *os.File
+	size   int64
+	mem    *limitAllocator
+	schema *arrow.Schema
+
+	file   *ipc.FileReader // an IPC file: its reader and its record batch blocks
+	blocks []fileBlock
+	stream *ipc.Reader // an IPC stream
+}
+
+// openInput opens path as an IPC file or stream, as its first bytes say, and
+// reads its schema. Its errors are fileErrors; after one, nothing is left
+// open.
+func openInput(cfg config, path string) (*ipcInput, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		q.fail(pathError(path, err))
-		return
+		return nil, pathError(path, err)
 	}
-	st, err := f.Stat()
+	in := &ipcInput{path: path, f: f}
+	if err := in.open(cfg); err != nil {
+		in.close()
+		return nil, err
+	}
+	return in, nil
+}
+
+func (in *ipcInput) open(cfg config) error {
+	st, err := in.f.Stat()
 	if err != nil {
-		f.Close()
-		fail(-1, err)
-		return
+		return in.wrap(-1, err)
 	}
-	size := st.Size()
+	in.size = st.Size()
+	in.mem = readerAllocator(cfg, in.size)
 	var magic [6]byte
-	n, err := io.ReadFull(f, magic[:])
+	n, err := io.ReadFull(in.f, magic[:])
 	if err != nil && n == 0 {
-		f.Close()
-		fail(-1, errors.New("empty file, expected an Arrow IPC file or stream"))
-		return
+		return in.wrap(-1, errors.New("empty file, expected an Arrow IPC file or stream"))
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		fail(-1, err)
-		return
+	if _, err := in.f.Seek(0, io.SeekStart); err != nil {
+		return in.wrap(-1, err)
 	}
+	if string(magic[:n]) == "ARROW1" {
+		return in.openFile()
+	}
+	return in.openStream(magic[:n])
+}
+
+// readerAllocator returns the allocator of the Arrow readers of an input of
+// size bytes.
+func readerAllocator(cfg config, size int64) *limitAllocator {
 	maxBuf := cfg.maxBuffer
 	if maxBuf <= 0 {
 		maxBuf = max(256<<20, 64*size)
@@ -88,107 +111,117 @@ func produceFile(ctx context.Context, cfg config, path string, q queue) {
 	if base == nil {
 		base = memory.DefaultAllocator
 	}
-	mem := &limitAllocator{mem: base, max: maxBuf}
+	return &limitAllocator{mem: base, max: maxBuf}
+}
 
-	if string(magic[:n]) == "ARROW1" {
-		var blocks []fileBlock
-		err := protect(func() error {
-			var err error
-			blocks, err = checkFooter(f, size)
-			return err
-		})
-		if err != nil {
-			f.Close()
-			fail(-1, fmt.Errorf("not a readable Arrow IPC file: %w", err))
-			return
-		}
-		var fr *ipc.FileReader
-		err = protect(func() error {
-			var err error
-			fr, err = ipc.NewFileReader(f, ipc.WithAllocator(mem), ipc.WithBodySizeLimit(size))
-			return err
-		})
-		if err != nil {
-			f.Close()
-			mem.release()
-			fail(-1, fmt.Errorf("not a readable Arrow IPC file: %w", err))
-			return
-		}
-		// closed when the writer gets here, after every batch was encoded
-		defer q.after(func() { protect(fr.Close); f.Close(); mem.release() })
-		p, err := newPlan(fr.Schema(), path, cfg)
-		if err != nil {
-			fail(-1, err)
-			return
-		}
-		if fr.NumRecords() != len(blocks) {
-			fail(-1, corrupt("%d record batches, but %d blocks", fr.NumRecords(), len(blocks)))
-			return
-		}
-		for i := 0; i < fr.NumRecords() && ctx.Err() == nil; i++ {
-			var rec arrow.RecordBatch
-			err := protect(func() error {
-				if err := checkBlock(f, size, blocks[i]); err != nil {
-					return err
-				}
-				var err error
-				rec, err = fr.RecordBatchAt(i)
-				return err
-			})
-			if err != nil {
-				fail(i, fmt.Errorf("reading: %w", err))
-				return
-			}
-			queueBatch(q, p, rec, path, i)
-		}
-		return
-	}
-
-	// An IPC stream.
-	var sr *ipc.Reader
-	err = protect(func() error {
+func (in *ipcInput) openFile() error {
+	err := protect(func() error {
 		var err error
-		sr, err = ipc.NewReader(&streamChecker{r: bufio.NewReaderSize(f, 1<<20), left: size}, ipc.WithAllocator(mem))
+		in.blocks, err = checkFooter(in.f, in.size)
+		return err
+	})
+	if err == nil {
+		err = protect(func() error {
+			fr, err := ipc.NewFileReader(in.f, ipc.WithAllocator(in.mem), ipc.WithBodySizeLimit(in.size))
+			if err == nil {
+				in.file = fr
+			}
+			return err
+		})
+	}
+	if err != nil {
+		return in.wrap(-1, fmt.Errorf("not a readable Arrow IPC file: %w", err))
+	}
+	in.schema = in.file.Schema()
+	return nil
+}
+
+// openStream opens the input as a stream; magic is its first bytes.
+func (in *ipcInput) openStream(magic []byte) error {
+	err := protect(func() error {
+		sr, err := ipc.NewReader(&streamChecker{r: bufio.NewReaderSize(in.f, 1<<20), left: in.size}, ipc.WithAllocator(in.mem))
+		if err == nil {
+			in.stream = sr
+		}
 		return err
 	})
 	if err != nil {
-		f.Close()
-		mem.release()
-		if n < 4 || string(magic[:4]) != "\xff\xff\xff\xff" {
-			fail(-1, fmt.Errorf("not an Arrow IPC file or stream: it starts with %q, expected ARROW1 or a stream message", magic[:n]))
-			return
+		if len(magic) < 4 || string(magic[:4]) != "\xff\xff\xff\xff" {
+			return in.wrap(-1, fmt.Errorf("not an Arrow IPC file or stream: it starts with %q, expected ARROW1 or a stream message", magic))
 		}
-		fail(-1, fmt.Errorf("not a readable Arrow IPC stream: %w", err))
-		return
+		return in.wrap(-1, fmt.Errorf("not a readable Arrow IPC stream: %w", err))
 	}
-	defer q.after(func() { protect(func() error { sr.Release(); return nil }); f.Close(); mem.release() })
-	p, err := newPlan(sr.Schema(), path, cfg)
+	in.schema = in.stream.Schema()
+	return nil
+}
+
+// next returns record batch i, or nil after the last; it is called with
+// i = 0, 1, 2... The caller releases the batch.
+func (in *ipcInput) next(i int) (arrow.RecordBatch, error) {
+	if in.file != nil {
+		return in.nextInFile(i)
+	}
+	return in.nextInStream(i)
+}
+
+func (in *ipcInput) nextInFile(i int) (arrow.RecordBatch, error) {
+	if i == 0 && in.file.NumRecords() != len(in.blocks) {
+		return nil, in.wrap(-1, corrupt("%d record batches, but %d blocks", in.file.NumRecords(), len(in.blocks)))
+	}
+	if i >= in.file.NumRecords() {
+		return nil, nil
+	}
+	var rec arrow.RecordBatch
+	err := protect(func() error {
+		if err := checkBlock(in.f, in.size, in.blocks[i]); err != nil {
+			return err
+		}
+		var err error
+		rec, err = in.file.RecordBatchAt(i)
+		return err
+	})
 	if err != nil {
-		fail(-1, err)
-		return
+		return nil, in.wrap(i, fmt.Errorf("reading: %w", err))
 	}
-	for i := 0; ctx.Err() == nil; i++ {
-		var rec arrow.RecordBatch
-		err := protect(func() error {
-			if !sr.Next() {
-				return sr.Err()
-			}
-			rec = sr.RecordBatch()
-			rec.Retain()
-			return nil
-		})
-		if err != nil {
-			fail(i, fmt.Errorf("reading: %w", err))
-			return
+	return rec, nil
+}
+
+func (in *ipcInput) nextInStream(i int) (arrow.RecordBatch, error) {
+	var rec arrow.RecordBatch
+	err := protect(func() error {
+		if !in.stream.Next() {
+			return in.stream.Err()
 		}
-		if rec == nil {
-			return
-		}
-		if !p.sameSchema(rec.Schema()) {
-			rec.Release()
-			fail(i, errors.New("schema differs from the stream's schema"))
-			return
-		}
-		queueBatch(q, p, rec, path, i)
+		rec = in.stream.RecordBatch()
+		rec.Retain()
+		return nil
+	})
+	if err != nil {
+		return nil, in.wrap(i, fmt.Errorf("reading: %w", err))
 	}
+	if rec != nil && rec.Schema() != in.schema && !rec.Schema().Equal(in.schema) {
+		rec.Release()
+		return nil, in.wrap(i, errors.New("schema differs from the stream's schema"))
+	}
+	return rec, nil
+}
+
+// close releases the reader, closes the file and gives the allocator's
+// spare buffers back.
+func (in *ipcInput) close() {
+	if in.file != nil {
+		protect(in.file.Close)
+	}
+	if in.stream != nil {
+		protect(func() error { in.stream.Release(); return nil })
+	}
+	in.f.Close()
+	if in.mem != nil {
+		in.mem.release()
+	}
+}
+
+// wrap says that err is about batch (or, if batch < 0, the whole input).
+func (in *ipcInput) wrap(batch int, err error) error {
+	return &fileError{in.path, batch, err}
 }

@@ -28,10 +28,6 @@ type plan struct {
 	suffix  string   // after each object
 }
 
-func (p *plan) sameSchema(s *arrow.Schema) bool {
-	return s == p.schema || s.Equal(p.schema)
-}
-
 // isDate reports whether s is a date YYYY-MM-DD.
 func isDate(s string) bool {
 	if len(s) != 10 {

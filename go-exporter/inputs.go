@@ -56,6 +56,7 @@ type ipcInput struct {
 	f      *os.File
 	size   int64
 	mem    *limitAllocator
+	pool   *bodyPool // under mem
 	schema *arrow.Schema
 
 	file   *ipc.FileReader // an IPC file: its reader and its record batch blocks
@@ -85,7 +86,7 @@ func (in *ipcInput) open(cfg config) error {
 		return in.wrap(-1, err)
 	}
 	in.size = st.Size()
-	in.mem = readerAllocator(cfg, in.size)
+	in.mem, in.pool = readerAllocator(cfg, in.size)
 	var magic [6]byte
 	n, err := io.ReadFull(in.f, magic[:])
 	if err != nil && n == 0 {
@@ -101,8 +102,8 @@ func (in *ipcInput) open(cfg config) error {
 }
 
 // readerAllocator returns the allocator of the Arrow readers of an input of
-// size bytes.
-func readerAllocator(cfg config, size int64) *limitAllocator {
+// size bytes and the pool of bodies under it.
+func readerAllocator(cfg config, size int64) (*limitAllocator, *bodyPool) {
 	maxBuf := cfg.maxBuffer
 	if maxBuf <= 0 {
 		maxBuf = max(256<<20, 64*size)
@@ -111,7 +112,8 @@ func readerAllocator(cfg config, size int64) *limitAllocator {
 	if base == nil {
 		base = memory.DefaultAllocator
 	}
-	return &limitAllocator{mem: base, max: maxBuf}
+	pool := &bodyPool{mem: base}
+	return &limitAllocator{mem: pool, max: maxBuf}, pool
 }
 
 func (in *ipcInput) openFile() error {
@@ -206,8 +208,8 @@ func (in *ipcInput) nextInStream(i int) (arrow.RecordBatch, error) {
 	return rec, nil
 }
 
-// close releases the reader, closes the file and gives the allocator's
-// spare buffers back.
+// close releases the reader, closes the file and gives the pool's spare
+// buffers back.
 func (in *ipcInput) close() {
 	if in.file != nil {
 		protect(in.file.Close)
@@ -216,8 +218,8 @@ func (in *ipcInput) close() {
 		protect(func() error { in.stream.Release(); return nil })
 	}
 	in.f.Close()
-	if in.mem != nil {
-		in.mem.release()
+	if in.pool != nil {
+		in.pool.release()
 	}
 }
 

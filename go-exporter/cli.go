@@ -56,8 +56,9 @@ type config struct {
 	alloc     memory.Allocator // nil: memory.DefaultAllocator
 }
 
-// run executes the command line args (without the program name).
-func run(ctx context.Context, stdout, stderr io.Writer, args []string) error {
+// parseArgs turns the command line args (without the program name) into a
+// config, or for -h and -version into the text to print instead.
+func parseArgs(args []string) (cfg config, text string, err error) {
 	fs := flag.NewFlagSet("go-exporter", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	out := fs.String("o", "", "")
@@ -68,32 +69,44 @@ func run(ctx context.Context, stdout, stderr io.Writer, args []string) error {
 	maxBuffer := fs.Int64("max-buffer", 0, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			_, werr := io.WriteString(stdout, manual())
-			return werr
+			return cfg, manual(), nil
 		}
-		return &usageError{err.Error()}
+		return cfg, "", &usageError{err.Error()}
 	}
 	if *showVersion {
-		_, err := fmt.Fprintf(stdout, "go-exporter %s\n", version)
-		return err
+		return cfg, fmt.Sprintf("go-exporter %s\n", version), nil
 	}
-	cfg := config{output: *out, inputs: fs.Args(), workers: *workers, maxBuffer: *maxBuffer}
+	cfg = config{output: *out, inputs: fs.Args(), workers: *workers, maxBuffer: *maxBuffer}
 	switch *format {
 	case "ndjson":
 	case "json":
 		cfg.json = true
 	default:
-		return &usageError{fmt.Sprintf("-format: unknown format %q, expected ndjson or json", *format)}
+		return cfg, "", &usageError{fmt.Sprintf("-format: unknown format %q, expected ndjson or json", *format)}
 	}
-	var err error
 	if cfg.fields, err = parseFields(*fields); err != nil {
-		return err
+		return cfg, "", err
 	}
 	if len(cfg.inputs) == 0 {
-		return &usageError{"no INPUT given"}
+		return cfg, "", &usageError{"no INPUT given"}
 	}
 	if cfg.workers <= 0 {
 		cfg.workers = runtime.GOMAXPROCS(0)
+	}
+	return cfg, "", nil
+}
+
+// run executes the command line args (without the program name): it writes
+// the inputs' JSON, the manual or the version to stdout, or to the file of
+// -o. Errors are returned, for main to print.
+func run(ctx context.Context, stdout io.Writer, args []string) error {
+	cfg, text, err := parseArgs(args)
+	if err != nil {
+		return err
+	}
+	if text != "" {
+		_, err := io.WriteString(stdout, text)
+		return err
 	}
 	return export(ctx, stdout, cfg)
 }

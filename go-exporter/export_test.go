@@ -419,32 +419,36 @@ func TestOutputFileAtomic(t *testing.T) {
 	}
 }
 
-// TestNoLeaks exports with a checked allocator and asserts that every byte
-// the Arrow readers allocated was released, also after errors.
+// TestNoLeaks exports every case, its command line parsed as run parses it,
+// with a checked allocator and asserts that every byte the Arrow readers
+// allocated was released, also after errors.
 func TestNoLeaks(t *testing.T) {
 	for _, c := range exportCases() {
-		if c.name == "err_missing_input" {
-			continue
-		}
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			var inputs []string
 			for p, b := range c.files(t) {
 				writeFile(t, filepath.Join(dir, p), b)
-				inputs = append(inputs, filepath.Join(dir, p))
 			}
-			args := c.args
-			fields, _ := parseFields("text,label,score")
-			for i, a := range args {
-				if a == "-fields" {
-					fields, _ = parseFields(args[i+1])
-				}
+			cfg, _, err := parseArgs(c.args)
+			if err != nil {
+				t.Fatal(err)
 			}
+			var inputs []string // not in place: cfg.inputs shares the cases' args
+			for _, in := range cfg.inputs {
+				inputs = append(inputs, filepath.Join(dir, in))
+			}
+			cfg.inputs = inputs
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-			cfg := config{fields: fields, inputs: inputs, workers: 3, alloc: mem}
+			cfg.alloc = mem
 			var out bytes.Buffer
-			exportTo(t.Context(), &out, cfg)
+			err = exportTo(t.Context(), &out, cfg)
 			mem.AssertSize(t, 0)
+			if strings.HasPrefix(c.name, "err_") != (err != nil) {
+				t.Errorf("error = %v", err)
+			}
+			if want, _ := os.ReadFile(filepath.Join("testdata", "golden", c.name+".golden")); err == nil && out.String() != string(want) {
+				t.Errorf("output differs from testdata/golden/%s.golden", c.name)
+			}
 		})
 	}
 }

@@ -25,8 +25,8 @@ func TestPythonSamples(t *testing.T) {
 		{"python_polars", []string{"-format", "json", "-fields", "id,text,label,score,scored_at", "testdata/python/polars.arrow"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			err := run(t.Context(), &stdout, &stderr, c.args)
+			var stdout bytes.Buffer
+			err := run(t.Context(), &stdout, c.args)
 			got := stdout.String()
 			if err != nil {
 				got += "--- error: " + err.Error() + "\n"

@@ -26,6 +26,13 @@ func (m bitmap) isNull(i int) bool {
 	return m.bits[j>>3]&(1<<(j&7)) == 0
 }
 
+// checkedData returns the data of arr and its validity bitmap, checked.
+func checkedData(arr arrow.Array) (arrow.ArrayData, bitmap, error) {
+	d := arr.Data()
+	valid, err := validity(d)
+	return d, valid, err
+}
+
 // validity returns the validity bitmap of d after checking its size.
 func validity(d arrow.ArrayData) (bitmap, error) {
 	bufs := d.Buffers()
@@ -114,8 +121,7 @@ func (c *floats[F]) bits() int {
 }
 
 func newFloatReader(arr arrow.Array, n int) (floatReader, error) {
-	d := arr.Data()
-	valid, err := validity(d)
+	d, valid, err := checkedData(arr)
 	if err != nil {
 		return nil, err
 	}

@@ -86,8 +86,7 @@ func newTimeEncoder(arr arrow.Array, column string) (colEncoder, error) {
 	if !ok {
 		return nil, fmt.Errorf("type %s, expected a timestamp", arr.DataType())
 	}
-	d := arr.Data()
-	valid, err := validity(d)
+	d, valid, err := checkedData(arr)
 	if err != nil {
 		return nil, err
 	}
@@ -124,12 +123,11 @@ type probsEncoder struct {
 }
 
 func newProbsEncoder(arr arrow.Array, column string, names []string, keys [][]byte) (colEncoder, error) {
-	d := arr.Data()
-	n := d.Len()
-	valid, err := validity(d)
+	d, valid, err := checkedData(arr)
 	if err != nil {
 		return nil, err
 	}
+	n := d.Len()
 	switch arr.DataType().ID() {
 	case arrow.FIXED_SIZE_LIST, arrow.LIST, arrow.LARGE_LIST:
 	default:

@@ -65,6 +65,15 @@ type exportCase struct {
 	args  []string
 }
 
+// write writes the case's files to a new test folder and returns it.
+func (c exportCase) write(t *testing.T) string {
+	dir := t.TempDir()
+	for p, b := range c.files(t) {
+		writeFile(t, filepath.Join(dir, p), b)
+	}
+	return dir
+}
+
 // one returns the files of one pipeline file at partFile.
 func one(f arrowFile) func(t testing.TB) map[string][]byte {
 	return func(t testing.TB) map[string][]byte { return map[string][]byte{partFile: f.encode(t)} }
@@ -216,10 +225,7 @@ func exportCases() []exportCase {
 func TestExport(t *testing.T) {
 	for _, c := range exportCases() {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			for p, b := range c.files(t) {
-				writeFile(t, filepath.Join(dir, p), b)
-			}
+			dir := c.write(t)
 			out, err := runCmd(t, dir, c.args...)
 			got := out
 			if err != nil {
@@ -425,10 +431,7 @@ func TestOutputFileAtomic(t *testing.T) {
 func TestNoLeaks(t *testing.T) {
 	for _, c := range exportCases() {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			for p, b := range c.files(t) {
-				writeFile(t, filepath.Join(dir, p), b)
-			}
+			dir := c.write(t)
 			cfg, _, err := parseArgs(c.args)
 			if err != nil {
 				t.Fatal(err)

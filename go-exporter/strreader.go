@@ -91,12 +91,11 @@ func (c *dictStrings[I]) str(i int) ([]byte, bool, error) {
 // newStrReader checks the layout of a string-like array and returns a reader
 // for it, or an error that says which types are accepted.
 func newStrReader(arr arrow.Array) (strReader, error) {
-	d := arr.Data()
-	n := d.Len()
-	valid, err := validity(d)
+	d, valid, err := checkedData(arr)
 	if err != nil {
 		return nil, err
 	}
+	n := d.Len()
 	switch arr.DataType().ID() {
 	case arrow.STRING, arrow.BINARY:
 		offs, err := fixedValues[int32](d, 1, n+1)
@@ -137,26 +136,17 @@ func newStrReader(arr arrow.Array) (strReader, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch da.DataType().(*arrow.DictionaryType).IndexType.ID() {
-		case arrow.INT8:
-			return newDict[int8](d, valid, dr, dict.Len())
-		case arrow.INT16:
-			return newDict[int16](d, valid, dr, dict.Len())
-		case arrow.INT32:
-			return newDict[int32](d, valid, dr, dict.Len())
-		case arrow.INT64:
-			return newDict[int64](d, valid, dr, dict.Len())
-		case arrow.UINT8:
-			return newDict[uint8](d, valid, dr, dict.Len())
-		case arrow.UINT16:
-			return newDict[uint16](d, valid, dr, dict.Len())
-		case arrow.UINT32:
-			return newDict[uint32](d, valid, dr, dict.Len())
-		case arrow.UINT64:
-			return newDict[uint64](d, valid, dr, dict.Len())
+		if newDict, ok := newDictReader[da.DataType().(*arrow.DictionaryType).IndexType.ID()]; ok {
+			return newDict(d, valid, dr, dict.Len())
 		}
 	}
 	return nil, fmt.Errorf("type %s, expected a string (utf8, large_utf8, utf8_view or dictionary of those)", arr.DataType())
+}
+
+// newDictReader holds newDict for each integer index type.
+var newDictReader = map[arrow.Type]func(d arrow.ArrayData, valid bitmap, dict strReader, dictLen int) (strReader, error){
+	arrow.INT8: newDict[int8], arrow.INT16: newDict[int16], arrow.INT32: newDict[int32], arrow.INT64: newDict[int64],
+	arrow.UINT8: newDict[uint8], arrow.UINT16: newDict[uint16], arrow.UINT32: newDict[uint32], arrow.UINT64: newDict[uint64],
 }
 
 func newDict[I integer](d arrow.ArrayData, valid bitmap, dict strReader, dictLen int) (strReader, error) {

@@ -96,7 +96,7 @@ func bufBytes(d arrow.ArrayData, i int) []byte {
 	return bufs[i].Bytes()
 }
 
-// ---- numbers ----
+// ---- floats ----
 
 type floatReader interface {
 	float(row int) (f float64, null bool)

@@ -16,6 +16,8 @@ type colEncoder interface {
 	appendValue(b []byte, row int) ([]byte, error)
 }
 
+// ---- strings ----
+
 // stringEncoder writes a string column; nonEmpty rejects "".
 type stringEncoder struct {
 	r        strReader
@@ -36,6 +38,8 @@ func (e *stringEncoder) appendValue(b []byte, row int) ([]byte, error) {
 	}
 	return appendString(b, s), nil
 }
+
+// ---- scores ----
 
 // checkProb returns "" if f is a number in [0, 1], else what is wrong.
 func checkProb(f float64, bits int) string {

@@ -65,8 +65,9 @@ func (q queue) encode(t *task) { t.done = make(chan struct{}); q.ordered <- t; q
 //	               |
 //	writer: wait for the head task, write its JSON or run its action
 //
-// The ordered queue holds at most 2*workers tasks, so about two batches and
-// 2*workers+2 parts of JSON are in memory at a time, however large the input.
+// The ordered queue holds at most 2*workers tasks, plus the one the writer
+// waits on and the one the producer is queuing; the manual (main.go) says
+// what that means for memory.
 func exportTo(ctx context.Context, w io.Writer, cfg config) error {
 	files, err := expandInputs(cfg.inputs)
 	if err != nil {

@@ -1,7 +1,7 @@
 package main
 
-// Readers of string columns: utf8, large_utf8, utf8_view, their binary
-// twins and dictionaries.
+// Readers of string columns: utf8, large_utf8 and utf8_view, the binary
+// types of the same layouts, and dictionaries of utf8 values.
 
 import (
 	"fmt"
@@ -11,7 +11,7 @@ import (
 )
 
 // strReader reads the bytes of one string-like column (utf8, large_utf8,
-// utf8_view, or a dictionary of those).
+// utf8_view, their binary twins, or a dictionary of utf8 values).
 type strReader interface {
 	str(row int) (s []byte, null bool, err error)
 }
@@ -89,7 +89,8 @@ func (c *dictStrings[I]) str(i int) ([]byte, bool, error) {
 }
 
 // newStrReader checks the layout of a string-like array and returns a reader
-// for it, or an error that says which types are accepted.
+// for it, or an error that names the utf8 types (binary ones are accepted
+// too, unnamed).
 func newStrReader(arr arrow.Array) (strReader, error) {
 	d, valid, err := checkedData(arr)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
-// Errors that say where: the file, the batch, the row and the column.
+// Errors that say where: the file, the batch, the row and the column; and
+// protect, which turns the Arrow readers' panics into errors.
 
 import (
 	"errors"
@@ -51,4 +52,18 @@ func (e *valueError) Error() string {
 
 func corrupt(format string, args ...any) error {
 	return fmt.Errorf("corrupt Arrow data: "+format, args...)
+}
+
+// protect runs f and turns a panic into an error.
+func protect(f func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if e, ok := p.(error); ok && errors.Is(e, errAllocLimit) {
+				err = e
+				return
+			}
+			err = fmt.Errorf("invalid Arrow data: %v", p)
+		}
+	}()
+	return f()
 }

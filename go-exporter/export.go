@@ -168,18 +168,31 @@ func exportTo(ctx context.Context, w io.Writer, cfg config) error {
 	return nil
 }
 
-// protect runs f and turns a panic into an error.
-func protect(f func() error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			if e, ok := p.(error); ok && errors.Is(e, errAllocLimit) {
-				err = e
-				return
-			}
-			err = fmt.Errorf("invalid Arrow data: %v", p)
+// produceFile queues the tasks for one input file.
+func produceFile(ctx context.Context, cfg config, path string, q queue) {
+	in, err := openInput(cfg, path)
+	if err != nil {
+		q.fail(err)
+		return
+	}
+	// closed when the writer gets here, after every batch was encoded
+	defer q.after(in.close)
+	p, err := newPlan(in.schema, path, cfg)
+	if err != nil {
+		q.fail(in.wrap(-1, err))
+		return
+	}
+	for i := 0; ctx.Err() == nil; i++ {
+		rec, err := in.next(i)
+		if err != nil {
+			q.fail(err)
+			return
 		}
-	}()
-	return f()
+		if rec == nil {
+			return
+		}
+		queueBatch(q, p, rec, path, i)
+	}
 }
 
 // queueBatch queues the encoding of rec, cut into parts, and its release.
@@ -228,31 +241,4 @@ func dataSize(d arrow.ArrayData, depth int) int64 {
 		size += dataSize(c, depth+1)
 	}
 	return size
-}
-
-// produceFile queues the tasks for one input file.
-func produceFile(ctx context.Context, cfg config, path string, q queue) {
-	in, err := openInput(cfg, path)
-	if err != nil {
-		q.fail(err)
-		return
-	}
-	// closed when the writer gets here, after every batch was encoded
-	defer q.after(in.close)
-	p, err := newPlan(in.schema, path, cfg)
-	if err != nil {
-		q.fail(in.wrap(-1, err))
-		return
-	}
-	for i := 0; ctx.Err() == nil; i++ {
-		rec, err := in.next(i)
-		if err != nil {
-			q.fail(err)
-			return
-		}
-		if rec == nil {
-			return
-		}
-		queueBatch(q, p, rec, path, i)
-	}
 }

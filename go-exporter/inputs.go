@@ -166,6 +166,8 @@ func (in *ipcInput) next(i int) (arrow.RecordBatch, error) {
 	return in.nextInStream(i)
 }
 
+// nextInFile checks the footer's count of batches when the first batch is
+// asked for, after the plan was made, so that a plan's error comes first.
 func (in *ipcInput) nextInFile(i int) (arrow.RecordBatch, error) {
 	if i == 0 && in.file.NumRecords() != len(in.blocks) {
 		return nil, in.wrap(-1, corrupt("%d record batches, but %d blocks", in.file.NumRecords(), len(in.blocks)))

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"os"
@@ -62,6 +63,15 @@ type exportCase struct {
 	name  string
 	files func(t testing.TB) map[string][]byte
 	args  []string
+}
+
+// write writes the case's files to a new test folder and returns it.
+func (c exportCase) write(t *testing.T) string {
+	dir := t.TempDir()
+	for p, b := range c.files(t) {
+		writeFile(t, filepath.Join(dir, p), b)
+	}
+	return dir
 }
 
 // one returns the files of one pipeline file at partFile.
@@ -215,10 +225,7 @@ func exportCases() []exportCase {
 func TestExport(t *testing.T) {
 	for _, c := range exportCases() {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			for p, b := range c.files(t) {
-				writeFile(t, filepath.Join(dir, p), b)
-			}
+			dir := c.write(t)
 			out, err := runCmd(t, dir, c.args...)
 			got := out
 			if err != nil {
@@ -345,105 +352,52 @@ func validateContract(raw []byte) error {
 	return nil
 }
 
-func TestUsage(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "a.arrow"), std(pipelineRows(0, 1)).encode(t))
-	for _, args := range [][]string{
-		{},
-		{"-fields", "text,nope", "a.arrow"},
-		{"-fields", "text,text", "a.arrow"},
-		{"-fields", "", "a.arrow"},
-		{"-format", "csv", "a.arrow"},
-		{"-bogus", "a.arrow"},
-	} {
-		_, err := runCmd(t, dir, args...)
-		var ue *usageError
-		if !errors.As(err, &ue) {
-			t.Errorf("%q: got %v, want a usage error", args, err)
-		}
-	}
-	out, err := runCmd(t, dir, "-h")
-	if err != nil || !strings.Contains(out, "Usage:") || !strings.Contains(out, "go-exporter -format json") {
-		t.Errorf("-h: %v, %q", err, out)
-	}
-	out, err = runCmd(t, dir, "-version")
-	if err != nil || !strings.HasPrefix(out, "go-exporter ") {
-		t.Errorf("-version: %v, %q", err, out)
-	}
-}
-
-func TestOutputFileAtomic(t *testing.T) {
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "good.arrow"), std(pipelineRows(0, 3)).encode(t))
-	writeFile(t, filepath.Join(dir, "bad.arrow"), std(pipelineRows(0, 2), rowsWith(3, 1, row{"score": math.NaN()})).encode(t))
-	out := filepath.Join(dir, "out", "result.ndjson")
-	os.MkdirAll(filepath.Dir(out), 0o755)
-
-	stdout, err := runCmd(t, dir, "-o", out, "good.arrow")
-	if err != nil || stdout != "" {
-		t.Fatalf("%v %q", err, stdout)
-	}
-	want, _ := runCmd(t, dir, "good.arrow")
-	got, _ := os.ReadFile(out)
-	if string(got) != want || want == "" {
-		t.Errorf("file has %q, want %q", got, want)
-	}
-
-	// a failing export leaves FILE as it was and no temporary file
-	if _, err := runCmd(t, dir, "-o", out, "good.arrow", "bad.arrow"); err == nil {
-		t.Fatal("no error")
-	}
-	got2, _ := os.ReadFile(out)
-	if string(got2) != want {
-		t.Errorf("file changed to %q", got2)
-	}
-	fail := filepath.Join(dir, "out", "new.ndjson")
-	if _, err := runCmd(t, dir, "-o", fail, "bad.arrow"); err == nil {
-		t.Fatal("no error")
-	}
-	if _, err := os.Stat(fail); !os.IsNotExist(err) {
-		t.Errorf("%s exists after a failed export", fail)
-	}
-	entries, _ := os.ReadDir(filepath.Join(dir, "out"))
-	if len(entries) != 1 {
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		t.Errorf("out/ holds %q, want only result.ndjson", names)
-	}
-	// an output folder that does not exist
-	if _, err := runCmd(t, dir, "-o", filepath.Join(dir, "nope", "x.ndjson"), "good.arrow"); err == nil {
-		t.Error("no error for a missing output folder")
-	}
-}
-
-// TestNoLeaks exports with a checked allocator and asserts that every byte
-// the Arrow readers allocated was released, also after errors.
+// TestNoLeaks exports every case, its command line parsed as run parses it,
+// with a checked allocator and asserts that every byte the Arrow readers
+// allocated was released, also after errors.
 func TestNoLeaks(t *testing.T) {
 	for _, c := range exportCases() {
-		if c.name == "err_missing_input" {
-			continue
-		}
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
-			var inputs []string
-			for p, b := range c.files(t) {
-				writeFile(t, filepath.Join(dir, p), b)
-				inputs = append(inputs, filepath.Join(dir, p))
+			dir := c.write(t)
+			cfg, _, err := parseArgs(c.args)
+			if err != nil {
+				t.Fatal(err)
 			}
-			args := c.args
-			fields, _ := parseFields("text,label,score")
-			for i, a := range args {
-				if a == "-fields" {
-					fields, _ = parseFields(args[i+1])
-				}
+			var inputs []string // not in place: cfg.inputs shares the cases' args
+			for _, in := range cfg.inputs {
+				inputs = append(inputs, filepath.Join(dir, in))
 			}
+			cfg.inputs = inputs
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-			cfg := config{fields: fields, inputs: inputs, workers: 3, alloc: mem}
+			cfg.alloc = mem
 			var out bytes.Buffer
-			exportTo(t.Context(), &out, cfg)
+			err = exportTo(t.Context(), &out, cfg)
 			mem.AssertSize(t, 0)
+			if strings.HasPrefix(c.name, "err_") != (err != nil) {
+				t.Errorf("error = %v", err)
+			}
+			if want, _ := os.ReadFile(filepath.Join("testdata", "golden", c.name+".golden")); err == nil && out.String() != string(want) {
+				t.Errorf("output differs from testdata/golden/%s.golden", c.name)
+			}
 		})
 	}
+}
+
+var corpus = flag.String("corpus", "", "write the input files of every export case and fuzz seed, and one large file, under this folder (for testdata/compare_binaries.sh)")
+
+// TestWriteCorpus writes, with -corpus DIR, the inputs that
+// testdata/compare_binaries.sh runs two builds of the exporter over.
+func TestWriteCorpus(t *testing.T) {
+	if *corpus == "" {
+		t.Skip("only with -corpus DIR")
+	}
+	for _, c := range exportCases() {
+		for p, b := range c.files(t) {
+			writeFile(t, filepath.Join(*corpus, "cases", c.name, p), b)
+		}
+	}
+	for name, b := range fuzzSeeds(t) {
+		writeFile(t, filepath.Join(*corpus, "seeds", "date=2026-01-04", name+".arrow"), b)
+	}
+	writeFile(t, filepath.Join(*corpus, "large", "date=2026-01-04", "large.arrow"), benchFile().encode(t))
 }

@@ -300,8 +300,8 @@ func runCmd(t testing.TB, dir string, args ...string) (string, error) {
 		t.Fatal(err)
 	}
 	defer os.Chdir(wd)
-	var stdout, stderr bytes.Buffer
-	err = run(context.Background(), &stdout, &stderr, args)
+	var stdout bytes.Buffer
+	err = run(context.Background(), &stdout, args)
 	return stdout.String(), err
 }
 

@@ -52,21 +52,25 @@
 // Input:
 //
 // Only the columns the requested fields need must be present; others are
-// ignored. Columns of strings may be utf8, large_utf8, utf8_view, or
-// dictionaries of those with any integer index type. score and the values of
-// probs may be float32 or float64 (float32 values are written as the shortest
-// decimal that reads back as the same float32); probs may be a
-// fixed_size_list, list or large_list. Compressed (LZ4 or ZSTD) bodies and
-// batches of any size are read. If the schema metadata has
-// pipeline.schema_version it must be "1". When no requested field needs a
-// column (e.g. -fields partition), the "text" column gives the number of
-// rows. Truncated, corrupt or hostile inputs are rejected with exit status 1;
-// the IPC metadata is checked before it is decoded.
+// ignored. Columns of strings may be utf8, large_utf8 or utf8_view, their
+// binary twins binary, large_binary or binary_view (written like strings),
+// or dictionaries of utf8, large_utf8 or utf8_view values with any integer
+// index type. score and the values of probs may be float32 or float64
+// (float32 values are written as the shortest decimal that reads back as
+// the same float32); probs may be a fixed_size_list, list or large_list.
+// Compressed (LZ4 or ZSTD) bodies and batches of any size are read. If the
+// schema metadata has pipeline.schema_version it must be "1". When no
+// requested field needs a column (e.g. -fields partition), the "text"
+// column gives the number of rows. Truncated, corrupt or hostile inputs are
+// rejected with exit status 1; the IPC metadata is checked before it is
+// decoded.
 //
 // Batches are read one after the other and cut into parts of about 1 MiB of
 // JSON, which the workers encode in parallel and which are written in input
-// order; about three batches and 2*workers+2 parts are held in memory at a
-// time, however large the input (a 2 GB pipeline file of 65,536-row batches
+// order. At most 2*workers+2 parts are in flight, so memory holds two
+// batches when each is cut into 2*workers parts or more, and otherwise as
+// many batches as their parts fill those places (a few more, but smaller),
+// however large the input (a 2 GB pipeline file of 65,536-row batches
 // exports in under 80 MB of RSS).
 //
 // Output:
@@ -109,7 +113,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Stdout, os.Stderr, os.Args[1:])
+	err := run(ctx, os.Stdout, os.Args[1:])
 	stop()
 	if err == nil {
 		return

@@ -27,8 +27,8 @@ func TestPipelineGolden(t *testing.T) {
 		{"pipeline_export_fields", []string{"-fields", "id,text,label,score,model_version,partition", pipelineDir + "/part-00001.arrow"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			err := run(t.Context(), &stdout, &stderr, c.args)
+			var stdout bytes.Buffer
+			err := run(t.Context(), &stdout, c.args)
 			if err != nil {
 				t.Fatal(err)
 			}

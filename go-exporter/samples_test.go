@@ -25,8 +25,8 @@ func TestPythonSamples(t *testing.T) {
 		{"python_polars", []string{"-format", "json", "-fields", "id,text,label,score,scored_at", "testdata/python/polars.arrow"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			err := run(t.Context(), &stdout, &stderr, c.args)
+			var stdout bytes.Buffer
+			err := run(t.Context(), &stdout, c.args)
 			got := stdout.String()
 			if err != nil {
 				got += "--- error: " + err.Error() + "\n"
@@ -101,9 +101,9 @@ type countingWriter struct{ n int }
 
 func (w *countingWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
 
-// BenchmarkExport measures the throughput on a pipeline file of 8 batches
-// of 20,000 rows with all fields.
-func BenchmarkExport(b *testing.B) {
+// benchFile is a pipeline file of 8 batches of 20,000 rows, with texts of
+// about 230 bytes.
+func benchFile() arrowFile {
 	var batches [][]row
 	long := strings.Repeat("a fairly ordinary review sentence. ", 6)
 	for i := 0; i < 8; i++ {
@@ -113,7 +113,12 @@ func BenchmarkExport(b *testing.B) {
 		}
 		batches = append(batches, rows)
 	}
-	path := writeFile(b, filepath.Join(b.TempDir(), "date=2026-01-04", "bench.arrow"), std(batches...).encode(b))
+	return std(batches...)
+}
+
+// BenchmarkExport measures the throughput on benchFile with all fields.
+func BenchmarkExport(b *testing.B) {
+	path := writeFile(b, filepath.Join(b.TempDir(), "date=2026-01-04", "bench.arrow"), benchFile().encode(b))
 	st, _ := os.Stat(path)
 	fields, _ := parseFields(allFields)
 	b.SetBytes(st.Size())

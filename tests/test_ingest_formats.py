@@ -281,7 +281,7 @@ def test_folder_config_file_and_its_classes(tmp_path, data):
     cfg = ing.load_folder_config(folder)
     assert cfg.classes == ("World", "Sports") and cfg.text_columns == ("2", "3")
     _, kept, _ = run(
-        data, ing.raw_sources(data, DATE), **{k: getattr(cfg, k) for k in ing._config_record(cfg)}
+        data, ing.raw_sources(data, DATE), **{k: getattr(cfg, k) for k in ing.config_record(cfg)}
     )
     assert kept.select("text", "label").rows() == [("Cup final won 2-1", "Sports"), ("Summit held", "World")]
     assert ing.load_folder_config(tmp_path) == ing.IngestConfig()

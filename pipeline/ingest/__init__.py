@@ -129,7 +129,7 @@ def ingest(sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig
             "rows_quarantined": bad_total,
             "quarantined_by_reason": dict(sorted(reasons.items())),
             "cleaning": CLEANING,
-            "config": _config_record(cfg),
+            "config": config_record(cfg),
             "files": [{"name": texts_path.name, "sha256": lake.sha256_file(texts_path), "rows": kept_total}],
         }
         lake.write_json(
@@ -171,7 +171,8 @@ def _check_file(p: Path) -> None:
         raise InputError(msg) from None
 
 
-def _config_record(cfg: IngestConfig) -> dict[str, object]:
+def config_record(cfg: IngestConfig) -> dict[str, object]:
+    """The options a lake manifest records (`block_bytes` changes how it is read, not what is kept)."""
     d = asdict(cfg)
     d.pop("block_bytes")
     d["text_columns"] = list(cfg.text_columns)

@@ -78,15 +78,6 @@ def explain(e: ValidationError, cls: type, *, where: str, section: str = "") -> 
     return f"{where}: `{name}`: {msg}{given}{hint}"
 
 
-def explain_value(cls: type, name: str, value: Any, *, where: str) -> str | None:
-    """The error of one value of one field, or None when it is valid."""
-    try:
-        build(cls, {name: value}, where=where)
-    except ConfigError as e:
-        return str(e)
-    return None
-
-
 def json_schema(cls: type) -> dict[str, Any]:
     return pydantic.TypeAdapter(cls).json_schema()
 

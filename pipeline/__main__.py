@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="score the lake partition of a date into Arrow prediction files")
     s.add_argument("--date", type=_date, required=True)
     s.add_argument("--model", type=_model_name, help="model version (default: latest)")
+    _add_runner_arguments(s, "workers of a local cluster or processes runner (default 2)")
     score.add_score_arguments(s)
     _add_config_arguments(s, "score.precision=bf16")
 
@@ -130,13 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("backfill", help="run the nightly job for each date in a range")
     s.add_argument("--start", type=_date, required=True)
     s.add_argument("--end", type=_date, required=True)
-    s.add_argument(
-        "--runner",
-        type=_runner,
-        default="local",
-        help="local (threads), processes, dask (a local cluster) or dask=ADDRESS (an existing cluster)",
-    )
-    s.add_argument("--concurrency", type=int, default=2, help="dates in flight at once (default 2)")
+    _add_runner_arguments(s, "dates in flight at once (default 2)")
     _add_config_arguments(s, "report.fail_on_drift=true")
 
     s = sub.add_parser("report", help="a night's report page (--date), or the trend over a range of nights")
@@ -222,6 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _add_runner_arguments(s: argparse.ArgumentParser, concurrency: str) -> None:
+    s.add_argument(
+        "--runner",
+        type=_runner,
+        default="local",
+        help="local (threads), processes, dask (a local cluster) or dask=ADDRESS (an existing cluster)",
+    )
+    s.add_argument("--concurrency", type=int, default=2, help=concurrency)
+
+
 def _dispatch(args: argparse.Namespace, root: str) -> str | None:
     if args.command == "models":
         return _models(args, lake.DataDir.at(root))
@@ -260,7 +265,10 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         )
         return _brief(m, ["version", "skipped", "val_accuracy", "val_macro_f1", "path", "promotion"])
     if args.command == "score":
-        m = flows.score_flow(root, args.date, args.model, score.score_config_from_args(args, cfg.score))
+        score_cfg = score.score_config_from_args(args, cfg.score)
+        m = flows.run_score(
+            root, args.date, args.model, score_cfg, runner=args.runner, concurrency=args.concurrency
+        )
         return _brief(m, ["date", "rows", "model_version", "skipped"])
     if args.command == "evaluate":
         m = flows.evaluate_flow(root, args.date, args.model)

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from pipeline import corpus, demo, drift, lake, mysql_client, nightly, nightreport, storage
+from pipeline import corpus, demo, drift, lake, mysql_client, nightly, nightreport, score, scoreunits, storage
 from pipeline import evaluate as evaluate_stage
 from pipeline import ingest as ingest_stage
 from pipeline import train as train_stage
@@ -78,6 +78,17 @@ def score_task(root: str, date: str, cfg: ScoreConfig, model: str | None) -> dic
     return nightly.score_date(_data(root), date, cfg, model)
 
 
+@task(name="score-unit", cache_policy=NO_CACHE, **_IO)
+def score_unit_task(unit: score.ScoreUnit) -> dict[str, Any]:
+    return scoreunits.score_unit(unit)
+
+
+def _score_units(units: list[score.ScoreUnit]) -> list[dict[str, Any]]:
+    """One task a unit on the flow's task runner; returns when every unit's shards are written."""
+    futures = [score_unit_task.submit(u) for u in units]
+    return [f.result() for f in futures]
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate_task(root: str, date: str, model: str | None) -> dict[str, Any]:
     with storage.storage_errors(Path(root), f"evaluating {date}"):
@@ -116,6 +127,20 @@ def corpus_task(root: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- runners
+
+
+def runner_workers(spec: str, *, concurrency: int = 2) -> int:
+    """How many units a runner scores at once: 0 for `local` (a date is scored in one process, as ever),
+    `concurrency` for processes or a local cluster, an existing cluster's worker threads."""
+    kind, address = nightly.parse_runner(spec)
+    if kind == "local":
+        return 0
+    if not address:
+        return concurrency
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        return sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
 
 
 def make_task_runner(spec: str = "local", *, concurrency: int = 2) -> TaskRunner:
@@ -159,9 +184,27 @@ def train_flow(
 
 @flow(name="score")
 def score_flow(
-    root: str, date: str, model: str | None = None, cfg: ScoreConfig | None = None
+    root: str, date: str, model: str | None = None, cfg: ScoreConfig | None = None, workers: int = 0
 ) -> dict[str, Any]:
-    return score_task(root, date, cfg or ScoreConfig(), model)
+    """Score a date here (`workers` 0), or in units spread over the task runner's `workers` workers."""
+    if not workers:
+        return score_task(root, date, cfg or ScoreConfig(), model)
+    return nightly.score_date(_data(root), date, cfg or ScoreConfig(), model, _score_units, workers=workers)
+
+
+def run_score(
+    root: str,
+    date: str,
+    model: str | None = None,
+    cfg: ScoreConfig | None = None,
+    *,
+    runner: str = "local",
+    concurrency: int = 2,
+) -> dict[str, Any]:
+    """`score_flow` on a runner (`make_task_runner`); with `local`, exactly today's one-process scoring."""
+    workers = runner_workers(runner, concurrency=concurrency)
+    task_runner = make_task_runner(runner, concurrency=concurrency)
+    return score_flow.with_options(task_runner=task_runner)(root, date, model, cfg, workers)
 
 
 @flow(name="evaluate")

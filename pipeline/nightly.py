@@ -90,9 +90,21 @@ def _ingest_result(date: str, m: dict[str, Any] | None, *, skipped: bool, second
     }
 
 
-def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | None = None) -> dict[str, Any]:
+def score_date(
+    data: lake.DataDir,
+    date: str,
+    cfg: ScoreConfig,
+    model: str | None = None,
+    run_units: score.RunUnits | None = None,
+    *,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Score `date` (`score.score_partition`; with `run_units`, in units spread over `workers`)."""
+
     def work() -> dict[str, Any]:
-        return score.score_partition(data, date, cfg, model_version=model)
+        return score.score_partition(
+            data, date, cfg, model_version=model, run_units=run_units, workers=workers
+        )
 
     return _step(data, date, f"scoring {date}", work, ("rows", "model_version"))
 

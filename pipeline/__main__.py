@@ -1,13 +1,14 @@
 """The `pipeline` command line (also `python -m pipeline`).
 
     pipeline [--data-dir DIR] demo
-    pipeline [--data-dir DIR] ingest SOURCE... --date YYYY-MM-DD
+    pipeline [--data-dir DIR] ingest SOURCE... --date YYYY-MM-DD [--runner local|processes|dask[=ADDRESS]]
     pipeline [--data-dir DIR] train [--start DATE --end DATE] [--config FILE] [--set KEY=VALUE ...]
                                     [--promote always|if-better|never]
     pipeline [--data-dir DIR] score --date YYYY-MM-DD [--model VERSION] [--batch-size N ...] [--config FILE]
+                                    [--runner local|processes|dask[=ADDRESS]] [--concurrency N]
     pipeline [--data-dir DIR] evaluate --date YYYY-MM-DD [--model VERSION]
     pipeline [--data-dir DIR] export --date YYYY-MM-DD [--format ndjson|json] [--to mysql://USER@HOST/DB]
-    pipeline [--data-dir DIR] run --date YYYY-MM-DD [--config FILE] [--set report.KEY=VALUE ...]
+    pipeline [--data-dir DIR] run --date YYYY-MM-DD [--runner ...] [--config FILE] [--set report.KEY=V ...]
     pipeline [--data-dir DIR] backfill --start DATE --end DATE [--runner local|processes|dask[=ADDRESS]]
                                        [--config FILE] [--set report.KEY=VALUE ...]
     pipeline [--data-dir DIR] report (--date YYYY-MM-DD | --start DATE --end DATE) [--config FILE]
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     s.add_argument("--date", type=_date, required=True)
+    _add_runner_arguments(s, "workers of a local cluster or processes runner (default 2)")
     ingest.add_ingest_arguments(s)
 
     s = sub.add_parser("train", help="train on labelled lake rows; publish, and make it `latest` if better")
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="the nightly job: ingest, score, export, report [, load MySQL]")
     s.add_argument("--date", type=_date, required=True)
+    _add_runner_arguments(s, "workers of a local cluster or processes runner (default 2)")
     _add_config_arguments(s, "report.fail_on_drift=true")
 
     s = sub.add_parser("backfill", help="run the nightly job for each date in a range")
@@ -252,7 +255,10 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
     if args.command == "demo":
         return demo.format_summary(flows.demo_flow(root))
     if args.command == "ingest":
-        m = flows.ingest_flow(root, args.date, [str(s) for s in args.sources], ingest_cfg)
+        sources = [str(s) for s in args.sources]
+        m = flows.run_ingest(
+            root, args.date, sources, ingest_cfg, runner=args.runner, concurrency=args.concurrency
+        )
         return _brief(m, ["date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason"])
     if args.command == "train":
         m = flows.train_flow(
@@ -279,7 +285,16 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         m = flows.export_flow(root, args.date, args.format, args.to)
         return _brief(m, ["date", "rows", "table" if args.to else "path", "skipped"])
     if args.command == "run":
-        return _table(flows.nightly_flow(root, args.date, mysql_url, cfg.report, cfg.score))
+        night = flows.run_nightly(
+            root,
+            args.date,
+            mysql_url,
+            cfg.report,
+            cfg.score,
+            runner=args.runner,
+            concurrency=args.concurrency,
+        )
+        return _table(night)
     if args.command == "backfill":
         m = flows.run_backfill(
             root,

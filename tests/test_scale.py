@@ -1,9 +1,9 @@
-"""One date over a cluster (issue 17): scoring units on a 2-worker LocalCluster give the local bytes.
+"""One date over a cluster (issue 17): score and ingest on a 2-worker LocalCluster give the local bytes.
 
-One seed (a tiny model, and a date of 3,000 rows in two raw files, 2,144 kept) and one LocalCluster serve every
-test. Shards of 250 rows and units of at least 500 rows (`score.UNIT_ROWS`, patched here, in the
-driver that plans them) make 9 shards in 5 units; `scored_at` is the job's, passed to every unit, so
-only the driver's clock is frozen.
+One seed (a tiny model, and a date of 3,000 rows in two raw files, 2,144 kept: the files repeat each
+other's ids) and one LocalCluster serve every test. Shards of 250 rows and units of at least 500 rows
+(`score.UNIT_ROWS`, patched here, in the driver that plans them) make 9 shards in 5 units; `scored_at`
+is the job's, passed to every unit, so only the driver's clock is frozen.
 """
 
 from __future__ import annotations
@@ -160,3 +160,35 @@ def test_a_worker_killed_in_a_unit_is_retried_and_the_output_is_the_same(root, l
     assert s["rows"] > 2000
     assert changed(predictions(local), predictions(root)) == []
     assert not list((root / "predictions").glob(".date=*"))  # no job folder left
+
+
+def test_ingest_on_a_dask_cluster_gives_the_local_lake_partition(root, cluster):
+    from pipeline import flows, ingest
+
+    c, _ = cluster
+    data = lake.DataDir.at(root)
+    local = {k: v for k, v in snapshot(root).items() if k.startswith("lake/")}
+    shutil.rmtree(data.texts(DAY))
+    shutil.rmtree(data.quarantine(DAY))
+    sources = [str(p) for p in ingest.raw_sources(data, DAY)]
+    m = flows.run_ingest(str(root), DAY, sources, runner=f"dask={c.scheduler_address}")
+    assert m["quarantined_by_reason"][ingest.DUPLICATE_ID] > 0  # ids repeated across the two files
+    again = {k: v for k, v in snapshot(root).items() if k.startswith("lake/")}
+    assert again == local
+    assert not list(data.texts(DAY).parent.glob(".*"))  # the staged sources are gone
+
+
+def test_a_night_on_a_dask_cluster_gives_the_local_outputs(root, cluster, tmp_path):
+    from pipeline import flows
+
+    c, _ = cluster
+    here = tmp_path / "here"
+    shutil.copytree(root, here, symlinks=True)
+    for r in (root, here):
+        data = lake.DataDir.at(r)
+        shutil.rmtree(data.texts(DAY))
+        data.stamp("ingest", DAY).unlink()
+    flows.run_nightly(str(here), DAY, score=CFG)
+    s = flows.run_nightly(str(root), DAY, score=CFG, runner=f"dask={c.scheduler_address}")
+    assert not s["dates"][0]["ingest"]["skipped"] and not s["dates"][0]["score"]["skipped"]
+    assert changed(snapshot(here), snapshot(root)) == []

@@ -344,21 +344,31 @@ def _series(arr: pa.Array) -> pl.Series:
 class ScoringPool:
     """Where windows are scored: one inference thread, or `workers` spawned processes (module docstring).
 
+    `threads`: torch threads per inference worker (default: the cores shared out among the workers).
+
     `score_in_order` keeps `depth` windows in flight, so reading and encoding overlap with scoring.
     """
 
     def __init__(
-        self, cfg: ScoreConfig, scorer: Scorer, models: Path, version: str, device: str, *, many_windows: bool
+        self,
+        cfg: ScoreConfig,
+        scorer: Scorer,
+        models: Path,
+        version: str,
+        device: str,
+        *,
+        many_windows: bool,
+        threads: int | None = None,
     ) -> None:
         self.cfg, self.scorer, self.models, self.version, self.device = cfg, scorer, models, version, device
-        self.many_windows = many_windows
+        self.many_windows, self.threads = many_windows, threads
         self.saved_threads: int | None = None
         self.pool: Executor | None = None
         self.depth = 0
 
     def __enter__(self) -> ScoringPool:
         n = self.cfg.workers
-        threads = max(1, _cores() // n)
+        threads = self.threads or max(1, _cores() // n)
         if n == 1 or self.device != "cpu" or not self.many_windows:
             # one inference thread; with workers > 1 but little work, no processes: only their threads
             self.saved_threads = torch.get_num_threads()

@@ -23,11 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pipeline import registry, shardjob
+from pipeline.config import ScoreConfig
 from pipeline.infer import Precision, Scorer, build_scorer
-from pipeline.score import PredictionBatches, ScoreUnit, encode_texts, read_windows, schema_of
+from pipeline.score import PredictionBatches, ScoreUnit, ScoringPool, encode_texts, read_windows, schema_of
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,8 @@ def score_unit(unit: ScoreUnit, *, threads: int = 1) -> dict[str, Any]:
     """Write the shards of `unit` not yet recorded in its job folder; their rows, this worker's pid and
     how many models this process has loaded so far (the second is what shows the cache at work).
 
-    `threads`: torch threads for this unit. One unit a core: run workers with one thread each.
+    `threads`: torch threads for this unit. One unit a core: run workers with one thread each. As in a
+    local run, one thread scores a window while this one reads and encodes the next (`ScoringPool`).
     """
     t0 = time.perf_counter()
     with _LOADING:
@@ -49,16 +49,20 @@ def score_unit(unit: ScoreUnit, *, threads: int = 1) -> dict[str, Any]:
     writer = shardjob.ShardWriter(folder, schema, rows=unit.rows, shard_rows=unit.shard_rows)
     batches = PredictionBatches(lm.labels, unit.version, dt.datetime.fromisoformat(unit.scored_at), schema)
     files = [Path(f) for f in unit.files]
-    saved, rows = torch.get_num_threads(), 0
-    torch.set_num_threads(threads)
-    try:
-        with writer.aborting():
-            for k, w in read_windows(files, unit.shard_rows, range(unit.first, unit.end)):
-                if k in todo:
-                    writer.write(k, batches.build(w, scorer.predict_proba(*encode_texts(w, lm))))
-                    rows += w.num_rows
-    finally:
-        torch.set_num_threads(saved)
+    windows = (
+        (k, w) for k, w in read_windows(files, unit.shard_rows, range(unit.first, unit.end)) if k in todo
+    )
+    cfg = ScoreConfig(
+        batch_size=unit.batch_size, shard_rows=unit.shard_rows, workers=1, precision=unit.precision
+    )
+    pool = ScoringPool(
+        cfg, scorer, Path(unit.models), unit.version, scorer.device, many_windows=False, threads=threads
+    )
+    rows = 0
+    with writer.aborting(), pool:  # one thread scores while this one reads and encodes the next window
+        for k, w, probs in pool.score_in_order(windows, lambda w: encode_texts(w, lm)):
+            writer.write(k, batches.build(w, probs))
+            rows += w.num_rows
     seconds = time.perf_counter() - t0
     log.info("shards %d..%d: %d rows scored in %.1f s", unit.first, unit.end - 1, rows, seconds)
     return {

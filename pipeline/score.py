@@ -22,6 +22,11 @@ measured (benchmarks/bench_score.py, 2 shared cores): end to end, 1 worker score
 processes 6.7k; a model call with 2 OpenMP threads on a busy machine stalls in barriers (50x slower),
 so the scoring thread's calls are what matter, not more processes.
 Results do not depend on the choice (tests/test_score.py).
+
+Units (`pipeline score --runner processes|dask`). The shards left are cut into a few large runs of
+whole shards (`plan_units`), each scored by one task on a worker (`pipeline/scoreunits.py`) into the
+same job folder; `read_windows` gives a unit exactly the windows a whole run would, so the files are
+the same bytes (tests/test_scale.py). This process still opens, checks and publishes the job.
 """
 
 from __future__ import annotations

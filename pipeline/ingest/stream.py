@@ -3,6 +3,10 @@
 A thread reads a source's batches ahead (`_prefetch`), worker threads clean and validate them
 (`_ordered_map`; polars and pyarrow release the GIL), and polars' Parquet sink pulls the kept rows
 and encodes row groups on its own threads, while bad rows go to the quarantine (`split_sources`).
+
+On a cluster, the reading, cleaning and validation of each source run on a worker instead
+(`stage_source`: one Arrow IPC file per batch in a folder), and the pass reads those frames back, in
+source order: everything after them, repeated ids included, is the same code on the same frames.
 """
 
 from __future__ import annotations

@@ -39,15 +39,15 @@ def seed(tmp_path_factory) -> Path:
 def cluster(prefect_harness):
     from prefect.settings import PREFECT_API_URL
 
-    os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())  # the workers reach this API
-    with (
-        distributed.LocalCluster(
-            n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
-        ) as c,
-        distributed.Client(c) as client,
-    ):
-        yield c, client
-    os.environ.pop("PREFECT_API_URL", None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))  # the workers reach this API
+        with (
+            distributed.LocalCluster(
+                n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+            ) as c,
+            distributed.Client(c) as client,
+        ):
+            yield c, client
 
 
 @pytest.fixture
@@ -59,15 +59,17 @@ def root(seed: Path, tmp_path: Path, monkeypatch) -> Path:
     return dst
 
 
-@pytest.fixture
-def local(root: Path, tmp_path: Path) -> Path:
-    """The date scored by the local runner, in a copy of the seed."""
+@pytest.fixture(scope="module")
+def local(seed: Path, tmp_path_factory, prefect_harness) -> dict[str, str]:
+    """The predictions of the date scored by the local runner (a copy of the seed), file by file."""
     from pipeline import flows
 
-    dst = tmp_path / "local"
-    shutil.copytree(root, dst, symlinks=True)
-    flows.run_score(str(dst), DAY, cfg=CFG)
-    return dst
+    dst = tmp_path_factory.mktemp("local") / "data"
+    shutil.copytree(seed, dst, symlinks=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shardjob, "now", lambda: FROZEN)
+        flows.run_score(str(dst), DAY, cfg=CFG)
+    return predictions(dst)
 
 
 def predictions(root: Path) -> dict[str, str]:
@@ -123,8 +125,8 @@ def test_score_on_a_dask_cluster_matches_the_local_runner_and_loads_the_model_on
     s = flows.run_score(str(root), DAY, cfg=CFG, runner=f"dask={c.scheduler_address}")
     assert s["rows"] == lake.read_manifest(lake.DataDir.at(root).texts(DAY))["rows_kept"] > 2000
     assert not s["skipped"]
-    assert changed(predictions(local), predictions(root)) == []
-    assert predictions(root).keys() == predictions(local).keys()
+    assert changed(local, predictions(root)) == []
+    assert predictions(root).keys() == local.keys()
     (ran,) = results
     assert [r["shards"] for r in ran] == [[0, 2], [2, 4], [4, 6], [6, 8], [8, 9]]  # 2,144 rows / 4
     pids = {r["pid"] for r in ran}
@@ -158,7 +160,7 @@ def test_a_worker_killed_in_a_unit_is_retried_and_the_output_is_the_same(root, l
     s = flows.run_score(str(root), DAY, cfg=CFG, runner=f"dask={c.scheduler_address}")
     assert marker.exists()
     assert s["rows"] > 2000
-    assert changed(predictions(local), predictions(root)) == []
+    assert changed(local, predictions(root)) == []
     assert not list((root / "predictions").glob(".date=*"))  # no job folder left
 
 

@@ -19,13 +19,14 @@ export PIPELINE_EXPORTER := $(CURDIR)/$(EXPORTER)
 
 GO_SOURCES := $(wildcard go-exporter/*.go) go-exporter/go.mod $(wildcard go-exporter/go.sum)
 
-.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration bench-mysql bench-report testdata fuzz torture golden clean distclean nightly backfill serve
+.PHONY: help setup demo test lint bench bench-vocab bench-ingest bench-score bench-export bench-train bench-orchestration bench-mysql bench-report bench-scale testdata fuzz torture golden clean distclean nightly backfill serve
 
 help:
 	@echo "make demo      run the whole pipeline on a generated corpus (installs on first use)"
 	@echo "make test      run the Python and Go test suites"
 	@echo "make lint      ruff, gofmt, go vet"
 	@echo "make bench     benchmarks (prints ratios measured side by side)"
+	@echo "make bench-scale  score 2M rows with the local runner and a 2-worker Dask LocalCluster"
 	@echo "make bench-mysql  load 1M predictions into a throwaway MariaDB beside the mariadb client's LOAD DATA"
 	@echo "make fuzz      fuzz go-exporter for FUZZTIME (default 60s)"
 	@echo "make torture   kill a backfill TORTURE_KILLS times (default 20), resume, compare [TORTURE_SEED=N]"
@@ -122,6 +123,10 @@ serve:
 
 bench-orchestration: setup
 	$(PY) benchmarks/bench_orchestration.py
+
+# One 2M-row partition scored by the local runner and by a 2-worker Dask LocalCluster (a few minutes).
+bench-scale: setup
+	$(PY) benchmarks/bench_scale.py --rows 2000000
 
 # Needs Debian's mariadb-server and mariadb-client (not part of `make bench`, which needs neither).
 bench-mysql: setup

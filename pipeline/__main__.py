@@ -1,13 +1,14 @@
 """The `pipeline` command line (also `python -m pipeline`).
 
     pipeline [--data-dir DIR] demo
-    pipeline [--data-dir DIR] ingest SOURCE... --date YYYY-MM-DD
+    pipeline [--data-dir DIR] ingest SOURCE... --date YYYY-MM-DD [--runner local|processes|dask[=ADDRESS]]
     pipeline [--data-dir DIR] train [--start DATE --end DATE] [--config FILE] [--set KEY=VALUE ...]
                                     [--promote always|if-better|never]
     pipeline [--data-dir DIR] score --date YYYY-MM-DD [--model VERSION] [--batch-size N ...] [--config FILE]
+                                    [--runner local|processes|dask[=ADDRESS]] [--concurrency N]
     pipeline [--data-dir DIR] evaluate --date YYYY-MM-DD [--model VERSION]
     pipeline [--data-dir DIR] export --date YYYY-MM-DD [--format ndjson|json] [--to mysql://USER@HOST/DB]
-    pipeline [--data-dir DIR] run --date YYYY-MM-DD [--config FILE] [--set report.KEY=VALUE ...]
+    pipeline [--data-dir DIR] run --date YYYY-MM-DD [--runner ...] [--config FILE] [--set report.KEY=V ...]
     pipeline [--data-dir DIR] backfill --start DATE --end DATE [--runner local|processes|dask[=ADDRESS]]
                                        [--config FILE] [--set report.KEY=VALUE ...]
     pipeline [--data-dir DIR] report (--date YYYY-MM-DD | --start DATE --end DATE) [--config FILE]
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     s.add_argument("--date", type=_date, required=True)
+    _add_runner_arguments(s, "workers of a local cluster or processes runner (default 2)")
     ingest.add_ingest_arguments(s)
 
     s = sub.add_parser("train", help="train on labelled lake rows; publish, and make it `latest` if better")
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="score the lake partition of a date into Arrow prediction files")
     s.add_argument("--date", type=_date, required=True)
     s.add_argument("--model", type=_model_name, help="model version (default: latest)")
+    _add_runner_arguments(s, "workers of a local cluster or processes runner (default 2)")
     score.add_score_arguments(s)
     _add_config_arguments(s, "score.precision=bf16")
 
@@ -125,18 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="the nightly job: ingest, score, export, report [, load MySQL]")
     s.add_argument("--date", type=_date, required=True)
+    _add_runner_arguments(s, "workers of a local cluster or processes runner (default 2)")
     _add_config_arguments(s, "report.fail_on_drift=true")
 
     s = sub.add_parser("backfill", help="run the nightly job for each date in a range")
     s.add_argument("--start", type=_date, required=True)
     s.add_argument("--end", type=_date, required=True)
-    s.add_argument(
-        "--runner",
-        type=_runner,
-        default="local",
-        help="local (threads), processes, dask (a local cluster) or dask=ADDRESS (an existing cluster)",
-    )
-    s.add_argument("--concurrency", type=int, default=2, help="dates in flight at once (default 2)")
+    _add_runner_arguments(s, "dates in flight at once (default 2)")
     _add_config_arguments(s, "report.fail_on_drift=true")
 
     s = sub.add_parser("report", help="a night's report page (--date), or the trend over a range of nights")
@@ -222,6 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _add_runner_arguments(s: argparse.ArgumentParser, concurrency: str) -> None:
+    s.add_argument(
+        "--runner",
+        type=_runner,
+        default="local",
+        help="local (threads), processes, dask (a local cluster) or dask=ADDRESS (an existing cluster)",
+    )
+    s.add_argument("--concurrency", type=int, default=2, help=concurrency)
+
+
 def _dispatch(args: argparse.Namespace, root: str) -> str | None:
     if args.command == "models":
         return _models(args, lake.DataDir.at(root))
@@ -247,7 +255,10 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
     if args.command == "demo":
         return demo.format_summary(flows.demo_flow(root))
     if args.command == "ingest":
-        m = flows.ingest_flow(root, args.date, [str(s) for s in args.sources], ingest_cfg)
+        sources = [str(s) for s in args.sources]
+        m = flows.run_ingest(
+            root, args.date, sources, ingest_cfg, runner=args.runner, concurrency=args.concurrency
+        )
         return _brief(m, ["date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason"])
     if args.command == "train":
         m = flows.train_flow(
@@ -260,7 +271,10 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         )
         return _brief(m, ["version", "skipped", "val_accuracy", "val_macro_f1", "path", "promotion"])
     if args.command == "score":
-        m = flows.score_flow(root, args.date, args.model, score.score_config_from_args(args, cfg.score))
+        score_cfg = score.score_config_from_args(args, cfg.score)
+        m = flows.run_score(
+            root, args.date, args.model, score_cfg, runner=args.runner, concurrency=args.concurrency
+        )
         return _brief(m, ["date", "rows", "model_version", "skipped"])
     if args.command == "evaluate":
         m = flows.evaluate_flow(root, args.date, args.model)
@@ -271,7 +285,16 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         m = flows.export_flow(root, args.date, args.format, args.to)
         return _brief(m, ["date", "rows", "table" if args.to else "path", "skipped"])
     if args.command == "run":
-        return _table(flows.nightly_flow(root, args.date, mysql_url, cfg.report, cfg.score))
+        night = flows.run_nightly(
+            root,
+            args.date,
+            mysql_url,
+            cfg.report,
+            cfg.score,
+            runner=args.runner,
+            concurrency=args.concurrency,
+        )
+        return _table(night)
     if args.command == "backfill":
         m = flows.run_backfill(
             root,

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
-from pipeline import corpus, demo, drift, lake, mysql_client, nightly, nightreport, storage
+from pipeline import corpus, demo, drift, lake, mysql_client, nightly, nightreport, score, scoreunits, storage
 from pipeline import evaluate as evaluate_stage
 from pipeline import ingest as ingest_stage
 from pipeline import train as train_stage
@@ -60,6 +60,17 @@ def ingest_task(root: str, sources: list[str], date: str, cfg: ingest_stage.Inge
     return {k: m[k] for k in ("date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason")}
 
 
+@task(name="stage-source", cache_policy=NO_CACHE, **_IO)
+def stage_source_task(source: str, cfg: ingest_stage.IngestConfig, folder: str) -> dict[str, Any]:
+    return ingest_stage.stage_source(Path(source), cfg, Path(folder))
+
+
+def _stage_sources(pairs: list[tuple[Path, Path]], cfg: ingest_stage.IngestConfig) -> list[dict[str, Any]]:
+    """One task a source on the flow's task runner; returns when every source is staged."""
+    futures = [stage_source_task.submit(str(src), cfg, str(folder)) for src, folder in pairs]
+    return [f.result() for f in futures]
+
+
 @task(name="ingest-raw", cache_policy=NO_CACHE, **_IO)
 def ingest_date_task(root: str, date: str) -> dict[str, Any]:
     return nightly.ingest_date(_data(root), date)
@@ -76,6 +87,17 @@ def train_task(
 @task(name="score", cache_policy=NO_CACHE, **_IO)
 def score_task(root: str, date: str, cfg: ScoreConfig, model: str | None) -> dict[str, Any]:
     return nightly.score_date(_data(root), date, cfg, model)
+
+
+@task(name="score-unit", cache_policy=NO_CACHE, **_IO)
+def score_unit_task(unit: score.ScoreUnit) -> dict[str, Any]:
+    return scoreunits.score_unit(unit)
+
+
+def _score_units(units: list[score.ScoreUnit]) -> list[dict[str, Any]]:
+    """One task a unit on the flow's task runner; returns when every unit's shards are written."""
+    futures = [score_unit_task.submit(u) for u in units]
+    return [f.result() for f in futures]
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -118,6 +140,20 @@ def corpus_task(root: str) -> list[str]:
 # ---------------------------------------------------------------------------- runners
 
 
+def runner_workers(spec: str, *, concurrency: int = 2) -> int:
+    """How many units a runner scores at once: 0 for `local` (a date is scored in one process, as ever),
+    `concurrency` for processes or a local cluster, an existing cluster's worker threads."""
+    kind, address = nightly.parse_runner(spec)
+    if kind == "local":
+        return 0
+    if not address:
+        return concurrency
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        return sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+
+
 def make_task_runner(spec: str = "local", *, concurrency: int = 2) -> TaskRunner:
     """`local` (threads), `processes`, `dask` (a local cluster) or `dask=ADDRESS` (an existing one)."""
     kind, address = nightly.parse_runner(spec)
@@ -139,9 +175,39 @@ def make_task_runner(spec: str = "local", *, concurrency: int = 2) -> TaskRunner
 
 @flow(name="ingest")
 def ingest_flow(
-    root: str, date: str, sources: list[str], cfg: ingest_stage.IngestConfig | None = None
+    root: str,
+    date: str,
+    sources: list[str],
+    cfg: ingest_stage.IngestConfig | None = None,
+    workers: int = 0,
 ) -> dict[str, Any]:
-    return ingest_task(root, sources, date, cfg or ingest_stage.IngestConfig())
+    """Ingest here (`workers` 0), or with the sources read and cleaned on the task runner's workers."""
+    if not workers:
+        return ingest_task(root, sources, date, cfg or ingest_stage.IngestConfig())
+    with storage.storage_errors(Path(root), f"ingesting {date}"):
+        m = ingest_stage.ingest(
+            [Path(s) for s in sources],
+            date,
+            _data(root),
+            cfg or ingest_stage.IngestConfig(),
+            stage_sources=_stage_sources,
+        )
+    return {k: m[k] for k in ("date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason")}
+
+
+def run_ingest(
+    root: str,
+    date: str,
+    sources: list[str],
+    cfg: ingest_stage.IngestConfig | None = None,
+    *,
+    runner: str = "local",
+    concurrency: int = 2,
+) -> dict[str, Any]:
+    """`ingest_flow` on a runner (`make_task_runner`); with `local`, today's one-process ingest."""
+    workers = runner_workers(runner, concurrency=concurrency)
+    task_runner = make_task_runner(runner, concurrency=concurrency)
+    return ingest_flow.with_options(task_runner=task_runner)(root, date, sources, cfg, workers)
 
 
 @flow(name="train")
@@ -159,9 +225,27 @@ def train_flow(
 
 @flow(name="score")
 def score_flow(
-    root: str, date: str, model: str | None = None, cfg: ScoreConfig | None = None
+    root: str, date: str, model: str | None = None, cfg: ScoreConfig | None = None, workers: int = 0
 ) -> dict[str, Any]:
-    return score_task(root, date, cfg or ScoreConfig(), model)
+    """Score a date here (`workers` 0), or in units spread over the task runner's `workers` workers."""
+    if not workers:
+        return score_task(root, date, cfg or ScoreConfig(), model)
+    return nightly.score_date(_data(root), date, cfg or ScoreConfig(), model, _score_units, workers=workers)
+
+
+def run_score(
+    root: str,
+    date: str,
+    model: str | None = None,
+    cfg: ScoreConfig | None = None,
+    *,
+    runner: str = "local",
+    concurrency: int = 2,
+) -> dict[str, Any]:
+    """`score_flow` on a runner (`make_task_runner`); with `local`, exactly today's one-process scoring."""
+    workers = runner_workers(runner, concurrency=concurrency)
+    task_runner = make_task_runner(runner, concurrency=concurrency)
+    return score_flow.with_options(task_runner=task_runner)(root, date, model, cfg, workers)
 
 
 @flow(name="evaluate")
@@ -221,16 +305,25 @@ def nightly_flow(
     mysql_url: str | None = None,
     report: ReportConfig | None = None,
     score: ScoreConfig | None = None,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Ingest `raw/<date>/` (default: today, UTC), score with the `latest` model, export, report; also load
-    into MySQL when `$PIPELINE_MYSQL_URL` or `mysql_url` (`[export] mysql_url`) names a table."""
+    into MySQL when `$PIPELINE_MYSQL_URL` or `mysql_url` (`[export] mysql_url`) names a table. With
+    `workers`, the date's sources are read and its shards scored on the task runner's workers."""
     t0, cfg, score = time.perf_counter(), report or ReportConfig(), score or ScoreConfig()
     date = lake.parse_date(date or dt.datetime.now(dt.UTC).date().isoformat())
     url = mysql_client.resolve_url(mysql_url)
+    data = _data(root)
     day = {
         "date": date,
-        "ingest": ingest_date_task(root, date),
-        "score": score_task(root, date, score, None),
+        "ingest": nightly.ingest_date(data, date, _stage_sources)
+        if workers
+        else ingest_date_task(root, date),
+        "score": (
+            nightly.score_date(data, date, score, None, _score_units, workers=workers)
+            if workers
+            else score_task(root, date, score, None)
+        ),
         "export": export_task(root, date, "ndjson"),
         "report": summarize_night_task(root, date, cfg),
     }
@@ -304,6 +397,22 @@ def run_backfill(
     return backfill_flow.with_options(task_runner=make_task_runner(runner, concurrency=concurrency))(
         root, start, end, mysql_url, report, score
     )
+
+
+def run_nightly(
+    root: str,
+    date: str | None = None,
+    mysql_url: str | None = None,
+    report: ReportConfig | None = None,
+    score: ScoreConfig | None = None,
+    *,
+    runner: str = "local",
+    concurrency: int = 2,
+) -> dict[str, Any]:
+    """`nightly_flow` on a runner; with `local`, exactly the one-process night it has always been."""
+    workers = runner_workers(runner, concurrency=concurrency)
+    task_runner = make_task_runner(runner, concurrency=concurrency)
+    return nightly_flow.with_options(task_runner=task_runner)(root, date, mysql_url, report, score, workers)
 
 
 def serve_nightly(root: str, *, cron: str = "0 2 * * *", name: str = "nightly") -> None:

@@ -43,16 +43,19 @@ def parse_runner(spec: str) -> tuple[str, str]:
     return kind, address
 
 
-def ingest_date(data: lake.DataDir, date: str) -> dict[str, Any]:
-    """Ingest every file in `raw/<date>/` (options from its `_ingest.toml`, if any).
+def ingest_date(
+    data: lake.DataDir, date: str, stage_sources: ingest.StageSources | None = None
+) -> dict[str, Any]:
+    """Ingest every file in `raw/<date>/` (options from its `_ingest.toml`, if any); with `stage_sources`,
+    its files are read and cleaned in parallel elsewhere (`ingest.ingest`).
 
     Like every step here, a full or read-only data directory fails with a `StorageError`.
     """
     with storage.storage_errors(data.root, f"ingesting {date}"):
-        return _ingest_date(data, date)
+        return _ingest_date(data, date, stage_sources)
 
 
-def _ingest_date(data: lake.DataDir, date: str) -> dict[str, Any]:
+def _ingest_date(data: lake.DataDir, date: str, stage_sources: ingest.StageSources | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     sources = ingest.raw_sources(data, date)
     if not sources:
@@ -73,7 +76,7 @@ def _ingest_date(data: lake.DataDir, date: str) -> dict[str, Any]:
         if current is not None and stamp == {"inputs": inputs, "output": lake.sha256_json(current)}:
             log.info("%s: lake partition is up to date with raw/%s; nothing to ingest", date, date)
             return _ingest_result(date, current, skipped=True, seconds=time.perf_counter() - t0)
-        m = ingest.ingest(sources, date, data, cfg)
+        m = ingest.ingest(sources, date, data, cfg, stage_sources=stage_sources)
         lake.write_json(stamp_path, {"inputs": inputs, "output": lake.sha256_json(m)})
     return _ingest_result(date, m, skipped=False, seconds=time.perf_counter() - t0)
 
@@ -90,9 +93,21 @@ def _ingest_result(date: str, m: dict[str, Any] | None, *, skipped: bool, second
     }
 
 
-def score_date(data: lake.DataDir, date: str, cfg: ScoreConfig, model: str | None = None) -> dict[str, Any]:
+def score_date(
+    data: lake.DataDir,
+    date: str,
+    cfg: ScoreConfig,
+    model: str | None = None,
+    run_units: score.RunUnits | None = None,
+    *,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Score `date` (`score.score_partition`; with `run_units`, in units spread over `workers`)."""
+
     def work() -> dict[str, Any]:
-        return score.score_partition(data, date, cfg, model_version=model)
+        return score.score_partition(
+            data, date, cfg, model_version=model, run_units=run_units, workers=workers
+        )
 
     return _step(data, date, f"scoring {date}", work, ("rows", "model_version"))
 

@@ -22,6 +22,11 @@ measured (benchmarks/bench_score.py, 2 shared cores): end to end, 1 worker score
 processes 6.7k; a model call with 2 OpenMP threads on a busy machine stalls in barriers (50x slower),
 so the scoring thread's calls are what matter, not more processes.
 Results do not depend on the choice (tests/test_score.py).
+
+Units (`pipeline score --runner processes|dask`). The shards left are cut into a few large runs of
+whole shards (`plan_units`), each scored by one task on a worker (`pipeline/scoreunits.py`) into the
+same job folder; `read_windows` gives a unit exactly the windows a whole run would, so the files are
+the same bytes (tests/test_scale.py). This process still opens, checks and publishes the job.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import math
 import os
@@ -36,6 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -57,10 +64,69 @@ log = logging.getLogger(__name__)
 WINDOW_ROWS = 65_536  # rows read, encoded and length-grouped together
 
 
+@dataclass(frozen=True)
+class ScoreUnit:
+    """One work unit of a scoring job spread over a cluster: shards [first, end) of one job, with all a
+    worker needs to score them (paths as strings, small values only: it travels to the worker)."""
+
+    date: str
+    models: str
+    version: str
+    files: tuple[str, ...]  # the lake partition's Parquet files, in order
+    rows: int  # the partition's rows (the last shard may be short)
+    shard_rows: int
+    first: int
+    end: int
+    batch_size: int
+    precision: Precision
+    scored_at: str  # the job's, ISO 8601
+    job_folder: str
+
+
+RunUnits = Callable[[list[ScoreUnit]], object]
+
+UNIT_ROWS = 1_000_000  # the fewest rows a unit holds: per-task overhead is real (docs/scaling.md)
+MAX_UNITS = 1_000  # Prefect's server struggles near 2,000 mapped tasks in one flow
+
+
+def plan_units(
+    todo: list[int], *, shard_rows: int, workers: int, rows: int, unit_rows: int | None = None
+) -> list[tuple[int, int]]:
+    """Shard ranges [first, end) covering the shards `todo` (sorted), each a run of consecutive shards.
+
+    About two units per worker (one slow or retried unit then leaves no worker idle for long), but none
+    under `unit_rows` rows and never more than `MAX_UNITS`: few, large units.
+    """
+    per_unit = max(
+        unit_rows or UNIT_ROWS, math.ceil(rows / (2 * max(1, workers))), math.ceil(rows / MAX_UNITS)
+    )
+    size = max(1, per_unit // shard_rows)
+    units: list[tuple[int, int]] = []
+    for k in todo:
+        if units and units[-1][1] == k and k - units[-1][0] < size:
+            units[-1] = (units[-1][0], k + 1)
+        else:
+            units.append((k, k + 1))
+    return units
+
+
 def score_partition(
-    data: lake.DataDir, date: str, cfg: ScoreConfig, *, model_version: str | None = None
+    data: lake.DataDir,
+    date: str,
+    cfg: ScoreConfig,
+    *,
+    model_version: str | None = None,
+    run_units: RunUnits | None = None,
+    workers: int = 1,
+    unit_rows: int | None = None,
 ) -> dict[str, Any]:
-    """Score the partition of `date` with a model (default `latest`); skip if up to date, else resume."""
+    """Score the partition of `date` with a model (default `latest`); skip if up to date, else resume.
+
+    By default the shards are scored here (`ScoringPool`). With `run_units`, the shards left are cut
+    into units (`plan_units`, for `workers` workers) handed to `run_units`, which scores them elsewhere
+    (`pipeline.scoreunits.score_unit`, one task each) and returns when all are written; the job then
+    publishes them as it would its own. Either way the files are the same bytes.
+    """
     texts_dir = data.texts(date)
     lake_manifest = lake.require_manifest(texts_dir, hint=f"run `pipeline ingest ... --date {date}` first")
     version = registry.resolve_version(data.models, model_version)
@@ -90,28 +156,27 @@ def score_partition(
             len(job.done),
             job.shards,
         )
-    schema = predictions_schema(
-        lm.labels, model_version=version, vocab_version=lm.vocab.version, partition=date
-    )
-    writer = shardjob.ShardWriter(job.folder, schema, rows=rows, shard_rows=cfg.shard_rows)
-    batches = PredictionBatches(lm.labels, version, job.scored_at, schema)
     files = [texts_dir / f["name"] for f in lake_manifest["files"]]
-    to_score = rows - sum(min(cfg.shard_rows, rows - k * cfg.shard_rows) for k in job.done)
-    many = to_score > 2 * WINDOW_ROWS  # below this, starting processes costs more than it saves
-    windows = ((k, w) for k, w in _windows(files, cfg.shard_rows) if k not in job.done)
-
-    def encode_window(w: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-        return encode(_series(w.column("text")), lm.vocab, max_len=lm.config.max_len)
-
-    t0, scored = time.perf_counter(), 0
-    with writer.aborting(), ScoringPool(cfg, scorer, data.models, version, device, many_windows=many) as pool:
-        for shard, window, probs in pool.score_in_order(windows, encode_window):
-            writer.write(shard, batches.build(window, probs))
-            scored += window.num_rows
-            log.info("%s: %d rows scored (%.0f rows/s)", date, scored, scored / (time.perf_counter() - t0))
-    if rows == 0 and not job.done:
-        with writer.aborting():
-            writer.write_empty()
+    if run_units is not None and rows > 0:
+        todo = [k for k in range(job.shards) if k not in job.done]
+        ranges = plan_units(todo, shard_rows=cfg.shard_rows, workers=workers, rows=rows, unit_rows=unit_rows)
+        unit = functools.partial(
+            ScoreUnit,
+            date,
+            str(data.models),
+            version,
+            tuple(str(f) for f in files),
+            rows,
+            cfg.shard_rows,
+            batch_size=cfg.batch_size,
+            precision=cfg.precision,
+            scored_at=job.scored_at.isoformat(),
+            job_folder=str(job.folder),
+        )
+        log.info("%s: %d shards to score in %d units", date, len(todo), len(ranges))
+        run_units([unit(first=a, end=b) for a, b in ranges])
+    else:
+        _score_here(date, job, files, lm, scorer, cfg, data.models, device, rows=rows)
 
     records = job.records()
     assert sum(r["rows"] for r in records) == rows, "shard rows do not add up to the partition"
@@ -130,6 +195,47 @@ def score_partition(
     job.publish(records, manifest)
     log.info("%s: %d rows scored with model %s into %s", date, rows, version, out_dir)
     return {**manifest, "skipped": False}
+
+
+def _score_here(
+    date: str,
+    job: shardjob.ShardJob,
+    files: list[Path],
+    lm: registry.LoadedModel,
+    scorer: Scorer,
+    cfg: ScoreConfig,
+    models: Path,
+    device: str,
+    *,
+    rows: int,
+) -> None:
+    """The shards `job` still lacks, scored in this process (`ScoringPool`)."""
+    schema = schema_of(lm, date)
+    writer = shardjob.ShardWriter(job.folder, schema, rows=rows, shard_rows=cfg.shard_rows)
+    batches = PredictionBatches(lm.labels, lm.version, job.scored_at, schema)
+    to_score = rows - sum(min(cfg.shard_rows, rows - k * cfg.shard_rows) for k in job.done)
+    many = to_score > 2 * WINDOW_ROWS  # below this, starting processes costs more than it saves
+    windows = ((k, w) for k, w in read_windows(files, cfg.shard_rows) if k not in job.done)
+
+    def encode_window(w: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+        return encode_texts(w, lm)
+
+    t0, scored = time.perf_counter(), 0
+    with writer.aborting(), ScoringPool(cfg, scorer, models, lm.version, device, many_windows=many) as pool:
+        for shard, window, probs in pool.score_in_order(windows, encode_window):
+            writer.write(shard, batches.build(window, probs))
+            scored += window.num_rows
+            log.info("%s: %d rows scored (%.0f rows/s)", date, scored, scored / (time.perf_counter() - t0))
+    if rows == 0 and not job.done:
+        with writer.aborting():
+            writer.write_empty()
+
+
+def schema_of(lm: registry.LoadedModel, date: str) -> pa.Schema:
+    """The predictions schema of `date` scored by `lm` (labels and versions in its metadata)."""
+    return predictions_schema(
+        lm.labels, model_version=lm.version, vocab_version=lm.vocab.version, partition=date
+    )
 
 
 def prediction_files(folder: Path) -> list[Path]:
@@ -156,21 +262,53 @@ def score_config_from_args(args: argparse.Namespace, base: ScoreConfig) -> Score
 # ---------------------------------------------------------------------------- windows
 
 
-def _windows(files: list[Path], shard_rows: int) -> Iterator[tuple[int, pa.RecordBatch]]:
+def read_windows(
+    files: list[Path], shard_rows: int, shards: range | None = None
+) -> Iterator[tuple[int, pa.RecordBatch]]:
     """(shard, window) over the partition's rows in order; windows are cut at shard boundaries.
 
-    The cuts depend only on the files and `shard_rows`, so a resumed run sees the same windows.
+    The cuts depend only on the files and `shard_rows`, so a resumed run, or a unit reading only
+    `shards`, sees the same windows. pyarrow's `iter_batches` cuts a file every `WINDOW_ROWS` rows
+    from where it starts reading, across row groups; so a unit skips whole files, and whole row groups
+    up to the last one starting at a multiple of `WINDOW_ROWS` before its first row (the lake's row
+    groups are 2^18 rows: every one does), and reads from there:
+
+        file rows   0        65,536     131,072 ...     (row groups of 2^18 = 4 windows)
+        windows     |--------|----------|------- ...    the same cuts from any such row group
     """
+    start = shards.start * shard_rows if shards is not None else 0
     pos = 0
     for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=WINDOW_ROWS, columns=["id", "text"]):
-            start = 0
-            while start < batch.num_rows:
+        pf = pq.ParquetFile(path)
+        n = pf.metadata.num_rows
+        if pos + n <= start:  # the whole file is before the unit
+            pos += n
+            continue
+        first_group, skipped, at = 0, 0, 0
+        for g in range(pf.num_row_groups):
+            if pos + at > start:
+                break
+            if at % WINDOW_ROWS == 0:
+                first_group, skipped = g, at
+            at += pf.metadata.row_group(g).num_rows
+        pos += skipped
+        groups = range(first_group, pf.num_row_groups)
+        for batch in pf.iter_batches(batch_size=WINDOW_ROWS, row_groups=list(groups), columns=["id", "text"]):
+            b = 0
+            while b < batch.num_rows:
                 shard = pos // shard_rows
-                take = min(batch.num_rows - start, (shard + 1) * shard_rows - pos)
-                yield shard, batch.slice(start, take)
-                start += take
+                take = min(batch.num_rows - b, (shard + 1) * shard_rows - pos)
+                if shards is not None and shard >= shards.stop:
+                    return
+                if shards is None or shard >= shards.start:
+                    yield shard, batch.slice(b, take)
+                b += take
                 pos += take
+
+
+def encode_texts(window: pa.RecordBatch, lm: registry.LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+    """A window's texts as the model's flat encoding (ids, offsets)."""
+    return encode(_series(window.column("text")), lm.vocab, max_len=lm.config.max_len)
 
 
 class PredictionBatches:
@@ -211,21 +349,31 @@ def _series(arr: pa.Array) -> pl.Series:
 class ScoringPool:
     """Where windows are scored: one inference thread, or `workers` spawned processes (module docstring).
 
+    `threads`: torch threads per inference worker (default: the cores shared out among the workers).
+
     `score_in_order` keeps `depth` windows in flight, so reading and encoding overlap with scoring.
     """
 
     def __init__(
-        self, cfg: ScoreConfig, scorer: Scorer, models: Path, version: str, device: str, *, many_windows: bool
+        self,
+        cfg: ScoreConfig,
+        scorer: Scorer,
+        models: Path,
+        version: str,
+        device: str,
+        *,
+        many_windows: bool,
+        threads: int | None = None,
     ) -> None:
         self.cfg, self.scorer, self.models, self.version, self.device = cfg, scorer, models, version, device
-        self.many_windows = many_windows
+        self.many_windows, self.threads = many_windows, threads
         self.saved_threads: int | None = None
         self.pool: Executor | None = None
         self.depth = 0
 
     def __enter__(self) -> ScoringPool:
         n = self.cfg.workers
-        threads = max(1, _cores() // n)
+        threads = self.threads or max(1, _cores() // n)
         if n == 1 or self.device != "cpu" or not self.many_windows:
             # one inference thread; with workers > 1 but little work, no processes: only their threads
             self.saved_threads = torch.get_num_threads()

@@ -84,3 +84,19 @@ def test_report_needs_a_date_or_a_range(tmp_path, capsys):
     assert "hint: run `pipeline run --date 2026-01-01` first" in capsys.readouterr().err
     assert main(["--data-dir", str(tmp_path), "report", "--start", "2026-01-01", "--end", "2026-01-03"]) == 1
     assert "no night between 2026-01-01 and 2026-01-03 has a summary" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "command", [["score"], ["run"], ["ingest", "x.csv"], ["backfill", "--start", "2026-01-01"]]
+)
+def test_every_runner_flag_is_checked_the_same_way(command, tmp_path, capsys):
+    argv = (
+        [*command, "--end", "2026-01-02"] if command[0] == "backfill" else [*command, "--date", "2026-01-01"]
+    )
+    for runner in ("dask=", "threads", "processes=host"):
+        with pytest.raises(SystemExit) as e:
+            main(["--data-dir", str(tmp_path), *argv, "--runner", runner])
+        assert e.value.code == 2
+        assert "--runner must be local, processes, dask or dask=ADDRESS" in capsys.readouterr().err
+    args = build_parser().parse_args([*argv, "--runner", "dask=tcp://scheduler:8786", "--concurrency", "4"])
+    assert (args.runner, args.concurrency) == ("dask=tcp://scheduler:8786", 4)

@@ -19,7 +19,8 @@ The package: `options` (IngestConfig, reasons, formats, the command line and `_i
 (the text cleaning), `decoding` (compression, `--encoding`, undecodable bytes, files that are not what
 their name says), `readers` (format detection, one batch reader per format; CSV/TSV in `delimited`),
 `batch` (what a reader yields, and its polars frame), `validation` (reasons and duplicate ids) and
-`stream` (one pass over the sources, on every core). This module runs the stage, writes the manifests
+`stream` (one pass over the sources, on every core; or each source read and cleaned on a worker of
+a cluster, `stage_source`, then merged in order). This module runs the stage, writes the manifests
 and re-exports the public names.
 
 Bad input never stops an ingest with anything but an `InputError` naming the file and giving a hint,
@@ -30,6 +31,8 @@ no such column); every other problem is a row in the quarantine (tests/test_bad_
 from __future__ import annotations
 
 import logging
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -57,7 +60,7 @@ from pipeline.ingest.options import (
     read_classes,
 )
 from pipeline.ingest.readers import check_source, source_format
-from pipeline.ingest.stream import split_sources
+from pipeline.ingest.stream import split_sources, stage_source
 from pipeline.ingest.validation import repeated, validate
 from pipeline.schema import LAKE_SCHEMA_VERSION
 
@@ -86,28 +89,59 @@ __all__ = [
     "raw_sources",
     "read_classes",
     "source_format",
+    "stage_source",
     "validate",
 ]
 
 log = logging.getLogger(__name__)
 
 
-def ingest(sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig) -> dict[str, object]:
-    """Ingest `sources` into the lake partition for `date`, replacing it; return its manifest."""
+StageSources = Callable[[list[tuple[Path, Path]], IngestConfig], object]
+
+
+def ingest(
+    sources: list[Path],
+    date: str,
+    data: lake.DataDir,
+    cfg: IngestConfig,
+    *,
+    stage_sources: StageSources | None = None,
+) -> dict[str, object]:
+    """Ingest `sources` into the lake partition for `date`, replacing it; return its manifest.
+
+    With `stage_sources`, the sources are read, cleaned and validated elsewhere, in parallel: it is
+    given (source, folder) pairs and returns once `stage_source` has filled every folder (one task a
+    source on a cluster); the partition is then merged here from the folders, in source order, into
+    the same bytes as a local ingest. The folders live beside the partition and are removed after.
+    """
     if not sources:
         msg = f"no source files for {date}; hint: put files in {data.raw(date)} or name them"
         raise InputError(msg)
     check_sources(sources, cfg)
+    if stage_sources is None:
+        return _ingest(sources, date, data, cfg, None)
+    base = data.texts(date).with_name(f".{data.texts(date).name}.staging")
+    staged = {p: base / f"source-{i:05d}" for i, p in enumerate(sources)}
+    try:
+        stage_sources(list(staged.items()), cfg)
+        return _ingest(sources, date, data, cfg, staged)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _ingest(
+    sources: list[Path], date: str, data: lake.DataDir, cfg: IngestConfig, staged: dict[Path, Path] | None
+) -> dict[str, object]:
     with lake.publish_dir(data.quarantine(date)) as qdir, lake.publish_dir(data.texts(date)) as tdir:
         texts_path, q_path = tdir / "part-00000.parquet", qdir / "part-00000.parquet"
         named = [(p, _display_path(p, data)) for p in sources]
-        split = split_sources(named, cfg, texts_path, q_path, duplicates=None)
+        split = split_sources(named, cfg, texts_path, q_path, duplicates=None, staged=staged)
         duplicates = repeated(np.concatenate([np.zeros(0, np.uint64), *split.hashes]))
         if duplicates is not None:  # rare: once more, now knowing which rows repeat an id
             log.info(
                 "%s: %d rows repeat an earlier id; a second pass quarantines them", date, duplicates.sum()
             )
-            split = split_sources(named, cfg, texts_path, q_path, duplicates=duplicates)
+            split = split_sources(named, cfg, texts_path, q_path, duplicates=duplicates, staged=staged)
         reasons = split.reasons
         read_total = sum(int(s["rows_read"]) for s in split.sources)
         kept_total = sum(int(s["rows_kept"]) for s in split.sources)

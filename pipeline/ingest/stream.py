@@ -3,6 +3,10 @@
 A thread reads a source's batches ahead (`_prefetch`), worker threads clean and validate them
 (`_ordered_map`; polars and pyarrow release the GIL), and polars' Parquet sink pulls the kept rows
 and encodes row groups on its own threads, while bad rows go to the quarantine (`split_sources`).
+
+On a cluster, the reading, cleaning and validation of each source run on a worker instead
+(`stage_source`: one Arrow IPC file per batch in a folder), and the pass reads those frames back, in
+source order: everything after them, repeated ids included, is the same code on the same frames.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 _KEPT = {"id": pl.String, "text": pl.String, "label": pl.String, "source": pl.String, "line": pl.Int64}
 _ROW_GROUP = 1 << 18  # rows per Parquet row group of the lake
 _WORKERS = max(1, min(4, os.cpu_count() or 1))  # batches cleaned and validated at once
+STAGED = "_staged.json"  # a staged source's hash and format (`stage_source`)
 
 
 def split_sources(
@@ -43,10 +48,15 @@ def split_sources(
     texts: Path,
     quarantine: Path,
     duplicates: np.ndarray | None,
+    staged: dict[Path, Path] | None = None,
 ) -> Split:
-    """One pass over the sources: kept rows to `texts`, bad ones to `quarantine` (both replaced)."""
+    """One pass over the sources: kept rows to `texts`, bad ones to `quarantine` (both replaced).
+
+    With `staged` (source -> its folder from `stage_source`), the sources' cleaned and validated batches
+    are read from there instead of being read and cleaned here: the same frames, so the same bytes.
+    """
     with pq.ParquetWriter(quarantine, QUARANTINE_SCHEMA, compression="zstd") as qw:
-        split = Split(cfg, qw, duplicates)
+        split = Split(cfg, qw, duplicates, staged)
         # polars pulls the kept rows from `split.kept` and encodes row groups on its own threads
         kept = register_io_source(lambda *_: split.kept(sources), schema=_KEPT)
         kept.sink_parquet(
@@ -70,9 +80,13 @@ class Split:
     """
 
     def __init__(
-        self, cfg: IngestConfig, quarantine: pq.ParquetWriter, duplicates: np.ndarray | None
+        self,
+        cfg: IngestConfig,
+        quarantine: pq.ParquetWriter,
+        duplicates: np.ndarray | None,
+        staged: dict[Path, Path] | None = None,
     ) -> None:
-        self.cfg, self.quarantine, self.duplicates = cfg, quarantine, duplicates
+        self.cfg, self.quarantine, self.duplicates, self.staged = cfg, quarantine, duplicates, staged
         self.hashes: list[np.ndarray] = []
         self.reasons: Counter[str] = Counter()
         self.sources: list[dict[str, object]] = []
@@ -82,16 +96,16 @@ class Split:
         done = 0  # rows checked for a repeated id so far: an index into `duplicates`
         with ThreadPoolExecutor(1, thread_name_prefix="ingest-hash") as hasher:
             for path, shown in sources:
-                sha = hasher.submit(lake.sha256_file, path)  # the manifest's, and derived ids' prefix
-
-                def prepare(b: ReaderBatch, sha: Future[str] = sha) -> tuple[pl.DataFrame, np.ndarray]:
-                    v = validate(
-                        batch_frame(b, len(cfg.text_columns)), cfg, id_prefix=lambda: sha.result()[:12]
-                    )
-                    return v, id_hashes(v)
-
+                if self.staged is not None:  # read and cleaned by `stage_source`, elsewhere
+                    about = lake.read_json(self.staged[path] / STAGED)
+                    sha, fmt = _done(about["sha256"]), about["format"]
+                    prepared = _ordered_map(_hashed, _staged_frames(self.staged[path]), _WORKERS)
+                else:
+                    sha = hasher.submit(lake.sha256_file, path)  # the manifest's, and derived ids' prefix
+                    fmt = source_format(path, cfg)
+                    prepared = _ordered_map(_preparer(cfg, sha), _prefetch(read_source(path, cfg)), _WORKERS)
                 n_read = n_kept = 0
-                for v, h in _ordered_map(prepare, _prefetch(read_source(path, cfg)), _WORKERS):
+                for v, h in prepared:
                     if self.duplicates is None:
                         self.hashes.append(h)
                     else:
@@ -121,13 +135,57 @@ class Split:
                         "path": shown,
                         "size": path.stat().st_size,
                         "sha256": sha.result(),
-                        "format": source_format(path, cfg),
+                        "format": fmt,
                         "rows_read": n_read,
                         "rows_kept": n_kept,
                         "rows_quarantined": n_read - n_kept,
                     }
                 )
                 log.info("%s: %d rows read, %d kept", shown, n_read, n_kept)
+
+
+def stage_source(path: Path, cfg: IngestConfig, folder: Path) -> dict[str, Any]:
+    """Read, clean and validate one source into `folder` (replaced whole): one Arrow IPC file per batch,
+    exactly the frames a local ingest would go on with, and `_staged.json` (its hash and format).
+
+    This is the part of ingest that spreads over a cluster, one task a source; `split_sources` then
+    merges the folders in source order, finding repeated ids across them as a local ingest does.
+    """
+    sha = lake.sha256_file(path)
+    with lake.publish_dir(folder) as tmp:
+        n = rows = 0
+        for n, (v, _) in enumerate(
+            _ordered_map(_preparer(cfg, _done(sha)), _prefetch(read_source(path, cfg)), _WORKERS)
+        ):
+            v.write_ipc(tmp / f"batch-{n:06d}.arrow", compression="uncompressed")
+            rows += v.height
+        lake.write_json(tmp / STAGED, {"sha256": sha, "format": source_format(path, cfg), "rows": rows})
+    return {"source": str(path), "rows": rows, "batches": n + 1 if rows else 0}
+
+
+def _preparer(
+    cfg: IngestConfig, sha: Future[str]
+) -> Callable[[ReaderBatch], tuple[pl.DataFrame, np.ndarray]]:
+    def prepare(b: ReaderBatch) -> tuple[pl.DataFrame, np.ndarray]:
+        v = validate(batch_frame(b, len(cfg.text_columns)), cfg, id_prefix=lambda: sha.result()[:12])
+        return v, id_hashes(v)
+
+    return prepare
+
+
+def _hashed(v: pl.DataFrame) -> tuple[pl.DataFrame, np.ndarray]:
+    return v, id_hashes(v)
+
+
+def _staged_frames(folder: Path) -> Iterator[pl.DataFrame]:
+    for f in sorted(folder.glob("batch-*.arrow")):
+        yield pl.read_ipc(f)
+
+
+def _done(value: str) -> Future[str]:
+    f: Future[str] = Future()
+    f.set_result(value)
+    return f
 
 
 def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:

@@ -26,7 +26,8 @@ from typing import Any
 from pipeline import registry, shardjob
 from pipeline.config import ScoreConfig
 from pipeline.infer import Precision, Scorer, build_scorer
-from pipeline.score import PredictionBatches, ScoreUnit, ScoringPool, encode_texts, read_windows, schema_of
+from pipeline.score import PredictionBatches, ScoreUnit, encode_texts, read_windows, schema_of
+from pipeline.scorepool import ScoringPool
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import write
 
-from pipeline import ingest, lake, registry, score, shardjob, train
+from pipeline import ingest, lake, registry, score, scorepool, shardjob, train
 from pipeline.config import ScoreConfig, load_config
 from pipeline.errors import ConfigError, ModelError, PipelineError
 from pipeline.infer import build_scorer
@@ -195,13 +195,13 @@ def test_rescoring_and_workers_give_byte_identical_files(scored, monkeypatch):
     for p in scored.predictions(DAY).iterdir():
         p.unlink()
     started = []
-    real_init = score.ScoringPool.__enter__
+    real_init = scorepool.ScoringPool.__enter__
 
     def spy(self):
         started.append(self.many_windows)
         return real_init(self)
 
-    monkeypatch.setattr(score.ScoringPool, "__enter__", spy)
+    monkeypatch.setattr(scorepool.ScoringPool, "__enter__", spy)
     score_partition(scored, DAY, ScoreConfig(shard_rows=4, workers=2))  # two spawned processes
     assert started == [True]
     assert snapshot(scored) == first

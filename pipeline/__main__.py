@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("sources", nargs="+", type=Path, metavar="SOURCE")
     s.add_argument("--date", type=_date, required=True)
-    _add_runner_arguments(s, "workers of a local cluster or processes runner (default 2)")
+    _add_runner_arguments(s)
     ingest.add_ingest_arguments(s)
 
     s = sub.add_parser("train", help="train on labelled lake rows; publish, and make it `latest` if better")
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="score the lake partition of a date into Arrow prediction files")
     s.add_argument("--date", type=_date, required=True)
     s.add_argument("--model", type=_model_name, help="model version (default: latest)")
-    _add_runner_arguments(s, "workers of a local cluster or processes runner (default 2)")
+    _add_runner_arguments(s)
     score.add_score_arguments(s)
     _add_config_arguments(s, "score.precision=bf16")
 
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="the nightly job: ingest, score, export, report [, load MySQL]")
     s.add_argument("--date", type=_date, required=True)
-    _add_runner_arguments(s, "workers of a local cluster or processes runner (default 2)")
+    _add_runner_arguments(s)
     _add_config_arguments(s, "report.fail_on_drift=true")
 
     s = sub.add_parser("backfill", help="run the nightly job for each date in a range")
@@ -220,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _add_runner_arguments(s: argparse.ArgumentParser, concurrency: str) -> None:
+def _add_runner_arguments(
+    s: argparse.ArgumentParser,
+    concurrency: str = "workers of a local cluster or processes runner (default 2)",
+) -> None:
     s.add_argument(
         "--runner",
         type=_runner,

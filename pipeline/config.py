@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import json
 import tomllib
+import typing
 from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
@@ -134,15 +135,7 @@ class PipelineConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
 
-SECTIONS: dict[str, type] = {
-    "vocab": VocabConfig,
-    "model": ModelConfig,
-    "train": TrainConfig,
-    "pretrain": PretrainConfig,
-    "score": ScoreConfig,
-    "export": ExportConfig,
-    "report": ReportConfig,
-}
+SECTIONS: dict[str, type] = typing.get_type_hints(PipelineConfig)  # section name -> its settings class
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:

@@ -56,7 +56,10 @@ _EXPORTER = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient
 @task(name="ingest", cache_policy=NO_CACHE, **_IO)
 def ingest_task(root: str, sources: list[str], date: str, cfg: ingest_stage.IngestConfig) -> dict[str, Any]:
     with storage.storage_errors(Path(root), f"ingesting {date}"):
-        m = ingest_stage.ingest([Path(s) for s in sources], date, _data(root), cfg)
+        return _ingest_brief(ingest_stage.ingest([Path(s) for s in sources], date, _data(root), cfg))
+
+
+def _ingest_brief(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in ("date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason")}
 
 
@@ -98,6 +101,20 @@ def _score_units(units: list[score.ScoreUnit]) -> list[dict[str, Any]]:
     """One task a unit on the flow's task runner; returns when every unit's shards are written."""
     futures = [score_unit_task.submit(u) for u in units]
     return [f.result() for f in futures]
+
+
+def _score_date(root: str, date: str, cfg: ScoreConfig, model: str | None, workers: int) -> dict[str, Any]:
+    """A date scored here (one task), or with `workers` in units over the task runner's workers."""
+    if not workers:
+        return score_task(root, date, cfg, model)
+    return nightly.score_date(_data(root), date, cfg, model, _score_units, workers=workers)
+
+
+def _ingest_raw_date(root: str, date: str, workers: int) -> dict[str, Any]:
+    """`raw/<date>/` ingested here (one task), or with `workers` its sources staged on the workers."""
+    if not workers:
+        return ingest_date_task(root, date)
+    return nightly.ingest_date(_data(root), date, _stage_sources)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -170,6 +187,12 @@ def make_task_runner(spec: str = "local", *, concurrency: int = 2) -> TaskRunner
     )
 
 
+def _on_runner(f: Any, runner: str, concurrency: int) -> tuple[Any, int]:
+    """The flow `f` on `runner`'s task runner, and how many workers it spreads one date over."""
+    task_runner = make_task_runner(runner, concurrency=concurrency)
+    return f.with_options(task_runner=task_runner), runner_workers(runner, concurrency=concurrency)
+
+
 # ---------------------------------------------------------------------------- flows
 
 
@@ -192,7 +215,7 @@ def ingest_flow(
             cfg or ingest_stage.IngestConfig(),
             stage_sources=_stage_sources,
         )
-    return {k: m[k] for k in ("date", "rows_read", "rows_kept", "rows_quarantined", "quarantined_by_reason")}
+    return _ingest_brief(m)
 
 
 def run_ingest(
@@ -204,10 +227,9 @@ def run_ingest(
     runner: str = "local",
     concurrency: int = 2,
 ) -> dict[str, Any]:
-    """`ingest_flow` on a runner (`make_task_runner`); with `local`, today's one-process ingest."""
-    workers = runner_workers(runner, concurrency=concurrency)
-    task_runner = make_task_runner(runner, concurrency=concurrency)
-    return ingest_flow.with_options(task_runner=task_runner)(root, date, sources, cfg, workers)
+    """`ingest_flow` on a runner; with `local`, today's one-process ingest."""
+    on_runner, workers = _on_runner(ingest_flow, runner, concurrency)
+    return on_runner(root, date, sources, cfg, workers)
 
 
 @flow(name="train")
@@ -228,9 +250,7 @@ def score_flow(
     root: str, date: str, model: str | None = None, cfg: ScoreConfig | None = None, workers: int = 0
 ) -> dict[str, Any]:
     """Score a date here (`workers` 0), or in units spread over the task runner's `workers` workers."""
-    if not workers:
-        return score_task(root, date, cfg or ScoreConfig(), model)
-    return nightly.score_date(_data(root), date, cfg or ScoreConfig(), model, _score_units, workers=workers)
+    return _score_date(root, date, cfg or ScoreConfig(), model, workers)
 
 
 def run_score(
@@ -242,10 +262,9 @@ def run_score(
     runner: str = "local",
     concurrency: int = 2,
 ) -> dict[str, Any]:
-    """`score_flow` on a runner (`make_task_runner`); with `local`, exactly today's one-process scoring."""
-    workers = runner_workers(runner, concurrency=concurrency)
-    task_runner = make_task_runner(runner, concurrency=concurrency)
-    return score_flow.with_options(task_runner=task_runner)(root, date, model, cfg, workers)
+    """`score_flow` on a runner; with `local`, exactly today's one-process scoring."""
+    on_runner, workers = _on_runner(score_flow, runner, concurrency)
+    return on_runner(root, date, model, cfg, workers)
 
 
 @flow(name="evaluate")
@@ -313,17 +332,10 @@ def nightly_flow(
     t0, cfg, score = time.perf_counter(), report or ReportConfig(), score or ScoreConfig()
     date = lake.parse_date(date or dt.datetime.now(dt.UTC).date().isoformat())
     url = mysql_client.resolve_url(mysql_url)
-    data = _data(root)
     day = {
         "date": date,
-        "ingest": nightly.ingest_date(data, date, _stage_sources)
-        if workers
-        else ingest_date_task(root, date),
-        "score": (
-            nightly.score_date(data, date, score, None, _score_units, workers=workers)
-            if workers
-            else score_task(root, date, score, None)
-        ),
+        "ingest": _ingest_raw_date(root, date, workers),
+        "score": _score_date(root, date, score, None, workers),
         "export": export_task(root, date, "ndjson"),
         "report": summarize_night_task(root, date, cfg),
     }
@@ -410,9 +422,8 @@ def run_nightly(
     concurrency: int = 2,
 ) -> dict[str, Any]:
     """`nightly_flow` on a runner; with `local`, exactly the one-process night it has always been."""
-    workers = runner_workers(runner, concurrency=concurrency)
-    task_runner = make_task_runner(runner, concurrency=concurrency)
-    return nightly_flow.with_options(task_runner=task_runner)(root, date, mysql_url, report, score, workers)
+    on_runner, workers = _on_runner(nightly_flow, runner, concurrency)
+    return on_runner(root, date, mysql_url, report, score, workers)
 
 
 def serve_nightly(root: str, *, cron: str = "0 2 * * *", name: str = "nightly") -> None:

@@ -152,15 +152,14 @@ def stage_source(path: Path, cfg: IngestConfig, folder: Path) -> dict[str, Any]:
     merges the folders in source order, finding repeated ids across them as a local ingest does.
     """
     sha = lake.sha256_file(path)
+    batches = _ordered_map(_preparer(cfg, _done(sha)), _prefetch(read_source(path, cfg)), _WORKERS)
     with lake.publish_dir(folder) as tmp:
         n = rows = 0
-        for n, (v, _) in enumerate(
-            _ordered_map(_preparer(cfg, _done(sha)), _prefetch(read_source(path, cfg)), _WORKERS)
-        ):
+        for n, (v, _) in enumerate(batches, start=1):
             v.write_ipc(tmp / f"batch-{n:06d}.arrow", compression="uncompressed")
             rows += v.height
         lake.write_json(tmp / STAGED, {"sha256": sha, "format": source_format(path, cfg), "rows": rows})
-    return {"source": str(path), "rows": rows, "batches": n + 1 if rows else 0}
+    return {"source": str(path), "rows": rows, "batches": n}
 
 
 def _preparer(

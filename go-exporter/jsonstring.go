@@ -27,14 +27,14 @@ func careMask(x uint64) uint64 {
 	return ((x-0x20*ones)&^x | (q-ones)&^q | (bs-ones)&^bs | x) & highs
 }
 
-// escapes[c] is how the ASCII byte c is written inside a JSON string when it
-// needs an escape ('"', '\\', a control character): up to 6 bytes,
-// little-endian, with their number in the top byte (one load for both). It
-// is 0 for the bytes written as they are.
-var escapes = func() (t [utf8.RuneSelf]uint64) {
+// ascii[c] is how the ASCII byte c is written inside a JSON string: itself,
+// or for '"', '\\' and the control characters an escape (\n, \r, \t, \b,
+// \f or \u00XX); up to 6 bytes, little-endian, with their number in the top
+// byte, so that one load and one 8-byte store write any of them.
+var ascii = func() (t [utf8.RuneSelf]uint64) {
 	const hex = "0123456789abcdef"
-	for c := range 0x20 {
-		e := []byte{'\\', 'u', '0', '0', hex[c>>4], hex[c&0xf]}
+	for c := range utf8.RuneSelf {
+		e := []byte{byte(c)}
 		switch c {
 		case '\n':
 			e = []byte(`\n`)
@@ -46,11 +46,15 @@ var escapes = func() (t [utf8.RuneSelf]uint64) {
 			e = []byte(`\b`)
 		case '\f':
 			e = []byte(`\f`)
+		case '"', '\\':
+			e = []byte{'\\', byte(c)}
+		default:
+			if c < 0x20 {
+				e = []byte{'\\', 'u', '0', '0', hex[c>>4], hex[c&0xf]}
+			}
 		}
 		t[c] = binary.LittleEndian.Uint64(append(e, 0, 0, 0, 0, 0, 0, 0, 0)) | uint64(len(e))<<56
 	}
-	t['"'] = '\\' | '"'<<8 | 2<<56
-	t['\\'] = '\\' | '\\'<<8 | 2<<56
 	return t
 }()
 
@@ -86,43 +90,66 @@ const stringSlack = 8 + 1
 // U+2029; it does not escape '<', '>' or '&'. Each byte of s that is not
 // part of valid UTF-8 is written as U+FFFD (encoding/json writes \ufffd).
 //
-// One pass, no call a byte: plain ASCII is loaded and stored 8 bytes at a
-// time; a word that holds a byte needing care is stored all the same and
-// the output advanced only to that byte, which is then escaped with a table
-// lookup and one store, or starts a run of multi-byte characters that
+// One pass, no call a byte, few branches: s is loaded and stored 8 bytes at
+// a time. A word of plain ASCII needs nothing more. A word of ASCII with
+// bytes to escape is written again byte by byte from the ascii table, one
+// store each, without a branch a byte (text dense with quotes would
+// mispredict one every few bytes). Otherwise the output is advanced to the
+// first byte over 0x7F, which starts a run of multi-byte characters that
 // copyMultibyte checks and copies. The output keeps room for every byte
 // still to read plus stringSlack, so the stores need no other check; only
-// an escape, longer than what it replaces, may have to grow it.
+// escapes, longer than what they replace, may have to grow it.
 func appendString(b, s []byte) []byte {
 	n := len(s)
 	out, j := openString(b, n)
 	i := 0
-	for i < n {
-		if i+8 <= n {
-			x := binary.LittleEndian.Uint64(s[i:])
-			binary.LittleEndian.PutUint64(out[j:], x)
-			m := careMask(x)
-			if m == 0 {
-				i += 8
-				j += 8
-				continue
-			}
-			k := bits.TrailingZeros64(m) >> 3
-			i += k
-			j += k
+	for i+8 <= n {
+		x := binary.LittleEndian.Uint64(s[i:])
+		binary.LittleEndian.PutUint64(out[j:], x)
+		m := careMask(x)
+		if m == 0 {
+			i += 8
+			j += 8
+			continue
 		}
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			i, j = copyMultibyte(out, s, i, j)
-		} else if e := escapes[c]; e != 0 {
-			binary.LittleEndian.PutUint64(out[j:], e) // the length byte lands past the escape
+		if x&highs == 0 {
+			// 8 ASCII bytes, some to escape: they may become 6 times as many
+			if len(out)-j < n-i+5*8+stringSlack {
+				out = growString(out, j, n-i+5*8)
+			}
+			for range 8 {
+				e := ascii[byte(x)]
+				binary.LittleEndian.PutUint64(out[j:], e) // the length byte lands past the text
+				j += int(e >> 56)
+				x >>= 8
+			}
+			i += 8
+			continue
+		}
+		k := bits.TrailingZeros64(m) >> 3
+		i += k
+		j += k
+		if s[i] < utf8.RuneSelf { // '"', '\\' or a control character
+			e := ascii[s[i]]
+			binary.LittleEndian.PutUint64(out[j:], e)
 			i++
 			j += int(e >> 56)
-		} else { // one of the last 7 bytes, read one at a time
-			out[j] = c
+		} else {
+			i, j = copyMultibyte(out, s, i, j)
+		}
+		if len(out)-j < n-i+stringSlack {
+			out = growString(out, j, n-i)
+		}
+	}
+	// the last 7 bytes or fewer, one at a time
+	for i < n {
+		if c := s[i]; c < utf8.RuneSelf {
+			e := ascii[c]
+			binary.LittleEndian.PutUint64(out[j:], e)
 			i++
-			j++
-			continue
+			j += int(e >> 56)
+		} else {
+			i, j = copyMultibyte(out, s, i, j)
 		}
 		if len(out)-j < n-i+stringSlack {
 			out = growString(out, j, n-i)
@@ -137,25 +164,42 @@ func appendString(b, s []byte) []byte {
 // is not part of valid UTF-8 or the escape of U+2028 or U+2029, which are
 // longer than what they replace (the caller checks the room).
 //
-// The characters of 2 and 3 bytes (accented Latin, Greek, Cyrillic, CJK...)
-// are checked with one 4-byte load and mask and copied with one store;
-// others, and those among the last 3 bytes, go by the leads table.
+// Characters of 3 bytes (CJK, most punctuation) are checked two at a time
+// with one 8-byte load and copied with one store, and those of 2 bytes
+// (accented Latin, Greek, Cyrillic...) four at a time; single ones of 2 or
+// 3 bytes with a 4-byte load; others, and those among the last 3 bytes, go
+// by the leads table.
 func copyMultibyte(out, s []byte, i, j int) (int, int) {
 	n := len(s)
 	for i < n {
+		if i+8 <= n {
+			x := binary.LittleEndian.Uint64(s[i:])
+			// 1110xxxx 10xxxxxx 10xxxxxx twice
+			if x&0x_c0c0f0_c0c0f0 == 0x_8080e0_8080e0 && plain3(uint32(x)) && plain3(uint32(x>>24)) {
+				binary.LittleEndian.PutUint64(out[j:], x)
+				i += 6
+				j += 6
+				continue
+			}
+			// 110xxxxx 10xxxxxx four times, none the overlong C0 or C1:
+			// the lead's bits 1-4 are not all zero
+			if x&0xc0e0_c0e0_c0e0_c0e0 == 0x80c0_80c0_80c0_80c0 &&
+				(x&0x001e_001e_001e_001e+0x7fff_7fff_7fff_7fff)&0x8000_8000_8000_8000 == 0x8000_8000_8000_8000 {
+				binary.LittleEndian.PutUint64(out[j:], x)
+				i += 8
+				j += 8
+				continue
+			}
+		}
 		if i+4 <= n {
 			w := binary.LittleEndian.Uint32(s[i:])
-			c := byte(w)
-			// 1110xxxx 10xxxxxx 10xxxxxx, not E0 or ED (whose second byte
-			// has a narrower range) or E2 (which may start U+2028)
-			if w&0xc0c0f0 == 0x8080e0 && c != 0xe0 && c != 0xed && c != 0xe2 {
+			if w&0xc0c0f0 == 0x8080e0 && plain3(w) {
 				binary.LittleEndian.PutUint32(out[j:], w)
 				i += 3
 				j += 3
 				continue
 			}
-			// 110xxxxx 10xxxxxx, not the overlong C0 and C1
-			if w&0xc0e0 == 0x80c0 && c >= 0xc2 {
+			if w&0xc0e0 == 0x80c0 && w&0x1e != 0 {
 				binary.LittleEndian.PutUint32(out[j:], w)
 				i += 2
 				j += 2
@@ -189,6 +233,16 @@ func copyMultibyte(out, s []byte, i, j int) (int, int) {
 		j += size
 	}
 	return i, j
+}
+
+// plain3 reports whether the 3-byte sequence in the low bytes of w (little
+// endian), already of the form 1110xxxx 10xxxxxx 10xxxxxx, is valid UTF-8
+// written as it is: not overlong (E0 80-9F), not a surrogate (ED A0-BF), not
+// U+2028 or U+2029 (E2 80 A8-A9). Big-endian, the sequence orders like its
+// code point, so each test is one comparison.
+func plain3(w uint32) bool {
+	v := bits.ReverseBytes32(w) >> 8 // lead<<16 | second<<8 | third
+	return v>>13 != 0xe080>>5 && v>>13 != 0xeda0>>5 && v>>1 != 0xe280a8>>1
 }
 
 // lineSeparatorEscape is the escape \u2028 or \u2029 as a little-endian

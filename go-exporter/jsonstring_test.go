@@ -81,16 +81,20 @@ func TestAppendStringLikeEncodingJSON(t *testing.T) {
 }
 
 // TestAppendStringEveryPosition puts each byte that needs care (and each
-// kind of multi-byte character, valid or cut) at every position of plain
-// ASCII and CJK strings of 0 to 40 bytes, so that it falls in every lane of
+// kind of multi-byte character, valid or cut, and those at the edges of the
+// ranges the word-at-a-time checks test) at every position of plain ASCII,
+// CJK and accented Latin strings of 0 to 40 bytes, so that it falls in every lane of
 // an 8-byte word and in the byte-at-a-time tail, after output buffers of
 // every spare capacity: the writer's stores past its output and its growing
 // must give the same bytes as encoding/json.
 func TestAppendStringEveryPosition(t *testing.T) {
 	specials := []string{"\"", "\\", "\n", "\x00", "\x1f", "\x7f", "\xff", "\x80", "\xc3", "\xe2\x80", "\u2028", "\u2029",
 		"é", "日", "🙂", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe0\x9f\xbf", "\xf0\x8f\xbf\xbf", "\U0010FFFF", "\uFFFD",
-		"\x01\x02\x03\x04\x05\x06\x07\x08", "\"\"\"\"\"\"\"\"\"", "\u2028\u2028\u2028"}
-	fills := []string{strings.Repeat("abcdefgh", 5), strings.Repeat("日本語", 5)}
+		"\x01\x02\x03\x04\x05\x06\x07\x08", "\"\"\"\"\"\"\"\"\"", "\u2028\u2028\u2028",
+		"\xc0\x80", "\xc1\xbf", "\u201c", "\ud7ff", "\ue000", "\u0800", "\u07ff"}
+	// plain ASCII, CJK (3-byte characters, checked two at a time) and
+	// accented Latin (2-byte characters, checked four at a time)
+	fills := []string{strings.Repeat("abcdefgh", 5), strings.Repeat("日本語", 5), strings.Repeat("éñüö", 5)}
 	for _, fill := range fills {
 		for n := 0; n <= 40; n++ {
 			for pos := 0; pos <= n; pos++ {

@@ -141,7 +141,7 @@ func (in *ipcInput) openFile() error {
 // openStream opens the input as a stream; magic is its first bytes.
 func (in *ipcInput) openStream(magic []byte) error {
 	err := protect(func() error {
-		sr, err := ipc.NewReader(&streamChecker{r: bufio.NewReaderSize(in.f, 1<<20), left: in.size}, ipc.WithAllocator(in.mem))
+		sr, err := ipc.NewReader(&streamChecker{r: bufio.NewReaderSize(in.f, 1<<20), left: in.size}, ipc.WithAllocator(in.mem), ipc.WithBodySizeLimit(in.size))
 		if err == nil {
 			in.stream = sr
 		}

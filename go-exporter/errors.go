@@ -62,6 +62,10 @@ func protect(f func() error) (err error) {
 				err = e
 				return
 			}
+			if _, ok := p.(interface{ Addr() uintptr }); ok { // a fault, see ipcInput.openFile
+				err = errors.New("the file changed while it was read (truncated?)")
+				return
+			}
 			err = fmt.Errorf("invalid Arrow data: %v", p)
 		}
 	}()

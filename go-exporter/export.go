@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -83,6 +84,7 @@ func exportTo(ctx context.Context, w io.Writer, cfg config) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			debug.SetPanicOnFault(true) // see ipcInput.openFile
 			for t := range work {
 				if err := ctx.Err(); err != nil {
 					t.err = err
@@ -105,6 +107,7 @@ func exportTo(ctx context.Context, w io.Writer, cfg config) error {
 	go func() {
 		defer close(ordered)
 		defer close(work)
+		debug.SetPanicOnFault(true)
 		q := queue{ordered, work}
 		for _, f := range files {
 			if ctx.Err() != nil {
@@ -191,14 +194,23 @@ func produceFile(ctx context.Context, cfg config, path string, q queue) {
 		if rec == nil {
 			return
 		}
-		queueBatch(q, p, rec, path, i)
+		queueBatch(q, p, rec, path, i, func() { in.release(i, rec) })
 	}
 }
 
 // queueBatch queues the encoding of rec, cut into parts, and its release.
-func queueBatch(q queue, p *plan, rec arrow.RecordBatch, path string, batch int) {
-	defer q.after(rec.Release)
-	enc, err := newBatchEncoder(p, rec, path, batch)
+func queueBatch(q queue, p *plan, rec arrow.RecordBatch, path string, batch int, release func()) {
+	defer q.after(release)
+	var enc *batchEncoder
+	err := protect(func() error {
+		var err error
+		enc, err = newBatchEncoder(p, rec, path, batch)
+		return err
+	})
+	var fe *fileError
+	if err != nil && !errors.As(err, &fe) { // a panic
+		err = &fileError{path, batch, err}
+	}
 	if err != nil {
 		q.fail(err)
 		return

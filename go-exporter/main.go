@@ -65,13 +65,15 @@
 // rejected with exit status 1; the IPC metadata is checked before it is
 // decoded.
 //
-// Batches are read one after the other and cut into parts of about 1 MiB of
-// JSON, which the workers encode in parallel and which are written in input
-// order. At most 2*workers+2 parts are in flight, so memory holds two
-// batches when each is cut into 2*workers parts or more, and otherwise as
-// many batches as their parts fill those places (a few more, but smaller),
-// however large the input (a 2 GB pipeline file of 65,536-row batches
-// exports in under 80 MB of RSS).
+// IPC files are mapped into memory where the system can (streams are read);
+// a file truncated while it is exported is an error. Batches are read one
+// after the other and cut into parts of about 1 MiB of JSON, which the
+// workers encode in parallel and which are written in input order; the pages
+// of a written batch leave the process. At most 2*workers+2 parts are in
+// flight, so memory holds two batches when each is cut into 2*workers parts
+// or more, and otherwise as many batches as their parts fill those places (a
+// few more, but smaller), however large the input (a 2 GB pipeline file of
+// 65,536-row batches exports in under 80 MB of RSS).
 //
 // Output:
 //

@@ -31,7 +31,7 @@ func careMask(x uint64) uint64 {
 // or for '"', '\\' and the control characters an escape (\n, \r, \t, \b,
 // \f or \u00XX); up to 6 bytes, little-endian, with their number in the top
 // byte, so that one load and one 8-byte store write any of them.
-var ascii = func() (t [utf8.RuneSelf]uint64) {
+var ascii = func() (t [256]uint64) {
 	const hex = "0123456789abcdef"
 	for c := range utf8.RuneSelf {
 		e := []byte{byte(c)}
@@ -114,15 +114,10 @@ func appendString(b, s []byte) []byte {
 		}
 		if x&highs == 0 {
 			// 8 ASCII bytes, some to escape: they may become 6 times as many
-			if len(out)-j < n-i+5*8+stringSlack {
-				out = growString(out, j, n-i+5*8)
+			if left := max(n-i+5*8, len(wordOut{})); len(out)-j < left+stringSlack {
+				out = growString(out, j, left)
 			}
-			for range 8 {
-				e := ascii[byte(x)]
-				binary.LittleEndian.PutUint64(out[j:], e) // the length byte lands past the text
-				j += int(e >> 56)
-				x >>= 8
-			}
+			j += escapeWord((*wordOut)(out[j:]), x)
 			i += 8
 			continue
 		}
@@ -156,6 +151,31 @@ func appendString(b, s []byte) []byte {
 		}
 	}
 	return closeString(out, j)
+}
+
+// wordOut is where a word of 8 ASCII bytes is written when some need
+// escapes: up to 6*8 bytes, and the last store's 8.
+type wordOut [64 + 8]byte
+
+// escapeWord writes the 8 ASCII bytes of x (little-endian) to o, each as
+// the ascii table says, and returns how many bytes that makes.
+func escapeWord(o *wordOut, x uint64) int {
+	d := put(o, 0, ascii[byte(x)])
+	d = put(o, d, ascii[byte(x>>8)])
+	d = put(o, d, ascii[byte(x>>16)])
+	d = put(o, d, ascii[byte(x>>24)])
+	d = put(o, d, ascii[byte(x>>32)])
+	d = put(o, d, ascii[byte(x>>40)])
+	d = put(o, d, ascii[byte(x>>48)])
+	return put(o, d, ascii[byte(x>>56)])
+}
+
+// put stores e (text and length as in ascii) at o[d:] and returns the end of
+// its text. d is at most 7*6 here; the mask lets the compiler see that the
+// store fits, without a bounds check.
+func put(o *wordOut, d int, e uint64) int {
+	binary.LittleEndian.PutUint64(o[d&63:], e)
+	return d + int(e>>56)
 }
 
 // copyMultibyte copies the run of multi-byte characters that starts at s[i]

@@ -1,13 +1,17 @@
 package main
 
-// The JSON string writer: most of the exporter's work. One pass over the
-// bytes, 8 at a time, validates UTF-8 and escapes as it copies.
+// The JSON string writer: most of the exporter's work. The bytes are copied
+// 8 at a time, escaping as they go; text that is not all ASCII is checked
+// to be valid UTF-8 with vector instructions first, and then needs only
+// escapes, or else is checked a character at a time as it is copied.
 
 import (
 	"encoding/binary"
 	"math/bits"
 	"slices"
 	"unicode/utf8"
+
+	asmutf8 "github.com/segmentio/asm/utf8"
 )
 
 const (
@@ -90,19 +94,22 @@ const stringSlack = 8 + 1
 // U+2029; it does not escape '<', '>' or '&'. Each byte of s that is not
 // part of valid UTF-8 is written as U+FFFD (encoding/json writes \ufffd).
 //
-// One pass, no call a byte, few branches: s is loaded and stored 8 bytes at
-// a time. A word of plain ASCII needs nothing more. A word of ASCII with
-// bytes to escape is written again byte by byte from the ascii table, one
-// store each, without a branch a byte (text dense with quotes would
-// mispredict one every few bytes). Otherwise the output is advanced to the
-// first byte over 0x7F, which starts a run of multi-byte characters that
-// copyMultibyte checks and copies. The output keeps room for every byte
-// still to read plus stringSlack, so the stores need no other check; only
-// escapes, longer than what they replace, may have to grow it.
+// No call a byte, few branches: s is loaded and stored 8 bytes at a time. A
+// word of plain ASCII needs nothing more. A word of ASCII with bytes to
+// escape is written again by escapeWord, without a branch a byte (text
+// dense with quotes would mispredict one every few bytes). At the first
+// byte over 0x7F, the rest of s is checked at once (validRest); if it is
+// valid UTF-8, appendValid writes it, which only has ASCII and U+2028 and
+// U+2029 to escape. Otherwise that byte starts a run of multi-byte
+// characters that copyMultibyte checks and copies. The output keeps room
+// for every byte still to read plus stringSlack, so the stores need no
+// other check; only escapes, longer than what they replace, may have to
+// grow it.
 func appendString(b, s []byte) []byte {
 	n := len(s)
 	out, j := openString(b, n)
 	i := 0
+	tried := false
 	for i+8 <= n {
 		x := binary.LittleEndian.Uint64(s[i:])
 		binary.LittleEndian.PutUint64(out[j:], x)
@@ -124,6 +131,12 @@ func appendString(b, s []byte) []byte {
 		k := bits.TrailingZeros64(m) >> 3
 		i += k
 		j += k
+		if !tried && s[i] >= utf8.RuneSelf {
+			tried = true
+			if validRest(s[i:]) {
+				return appendValid(out, s, i, j)
+			}
+		}
 		if s[i] < utf8.RuneSelf { // '"', '\\' or a control character
 			e := ascii[s[i]]
 			binary.LittleEndian.PutUint64(out[j:], e)
@@ -151,6 +164,82 @@ func appendString(b, s []byte) []byte {
 		}
 	}
 	return closeString(out, j)
+}
+
+// validRest reports whether s, from the first byte over 0x7F that
+// appendString meets, is valid UTF-8 to its end, checked with vector
+// instructions where the CPU has them (AVX2), and long enough for that to
+// pay (32 bytes). Text full of invalid bytes mostly gives up at once, on
+// its first character.
+func validRest(s []byte) bool {
+	if r, _ := utf8.DecodeRune(s); r == utf8.RuneError || len(s) < 32 {
+		return false
+	}
+	return asmutf8.Valid(s)
+}
+
+// appendValid is appendString from s[i] and out[j] on, where s[i:] is valid
+// UTF-8.
+func appendValid(out, s []byte, i, j int) []byte {
+	n := len(s)
+	for i+8 <= n {
+		x := binary.LittleEndian.Uint64(s[i:])
+		binary.LittleEndian.PutUint64(out[j:], x)
+		m := validCareMask(x)
+		if m == 0 {
+			i += 8
+			j += 8
+			continue
+		}
+		if x&highs == 0 {
+			if left := max(n-i+5*8, len(wordOut{})); len(out)-j < left+stringSlack {
+				out = growString(out, j, left)
+			}
+			j += escapeWord((*wordOut)(out[j:]), x)
+			i += 8
+			continue
+		}
+		k := bits.TrailingZeros64(m) >> 3
+		i += k
+		j += k
+		i, j = writeValid(out, s, i, j)
+		if len(out)-j < n-i+stringSlack {
+			out = growString(out, j, n-i)
+		}
+	}
+	for i < n {
+		i, j = writeValid(out, s, i, j)
+		if len(out)-j < n-i+stringSlack {
+			out = growString(out, j, n-i)
+		}
+	}
+	return closeString(out, j)
+}
+
+// writeValid writes s[i] (of valid UTF-8) to out[j:]: ASCII by the ascii
+// table, U+2028 and U+2029 escaped, other bytes as they are.
+func writeValid(out, s []byte, i, j int) (int, int) {
+	c := s[i]
+	if c < utf8.RuneSelf {
+		e := ascii[c]
+		binary.LittleEndian.PutUint64(out[j:], e)
+		return i + 1, j + int(e>>56)
+	}
+	if c == 0xe2 && s[i+1] == 0x80 && s[i+2]&0xfe == 0xa8 {
+		binary.LittleEndian.PutUint64(out[j:], lineSeparatorEscape(s[i+2]))
+		return i + 3, j + 6
+	}
+	out[j] = c
+	return i + 1, j + 1
+}
+
+// validCareMask is careMask for valid UTF-8: bytes from 0x80 need no care
+// but 0xE2, which may start U+2028 or U+2029.
+func validCareMask(x uint64) uint64 {
+	q := x ^ ('"' * ones)
+	bs := x ^ ('\\' * ones)
+	e2 := x ^ (0xe2 * ones)
+	return ((x-0x20*ones)&^x | (q-ones)&^q | (bs-ones)&^bs | (e2-ones)&^e2) & highs
 }
 
 // wordOut is where a word of 8 ASCII bytes is written when some need

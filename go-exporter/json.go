@@ -16,6 +16,11 @@ func appendFloat(b []byte, f float64, bits int) []byte {
 	if f == 0 {
 		return append(b, '0')
 	}
+	if bits == 64 {
+		if out, ok := appendPlainFloat(b, f); ok {
+			return out
+		}
+	}
 	abs := math.Abs(f)
 	format := byte('f')
 	if abs < 1e-6 || abs >= 1e21 {

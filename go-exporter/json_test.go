@@ -83,6 +83,67 @@ func TestAppendFloatRoundTrip(t *testing.T) {
 	}
 }
 
+// TestPlainFloatLikeStrconv checks appendPlainFloat (Dragonbox with its own
+// digit layout, float.go) against strconv.AppendFloat(f, 'f', -1, 64), byte
+// for byte, on random numbers of every kind in the plain range: scores and
+// probabilities, any bits, integers (exact products), short decimals and
+// their neighbours (ties and near-ties), float32 values widened, and the
+// range's ends; and that it leaves the rest to strconv.
+func TestPlainFloatLikeStrconv(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	fast := 0
+	check := func(f float64) {
+		if math.IsNaN(f) || math.IsInf(f, 0) || f == 0 {
+			return
+		}
+		got, ok := appendPlainFloat([]byte("x"), f)
+		abs := math.Abs(f)
+		inRange := abs >= 1e-6 && abs < 1e21
+		if !ok {
+			if inRange && math.Float64bits(f)&(1<<52-1) != 0 && math.Float64bits(f)>>52&0x7ff != 0 {
+				t.Fatalf("appendPlainFloat(%v) left a plain-range number to strconv", f)
+			}
+			if string(got) != "x" {
+				t.Fatalf("appendPlainFloat(%v) appended %q and reported false", f, got)
+			}
+			return
+		}
+		fast++
+		if want := strconv.AppendFloat([]byte("x"), f, 'f', -1, 64); !inRange || string(got) != string(want) {
+			t.Fatalf("appendPlainFloat(%v) = %s, strconv %s", f, got, want)
+		}
+	}
+	for _, f := range []float64{1e-6, math.Nextafter(1e-6, 0), math.Nextafter(1e-6, 1), 1e21, math.Nextafter(1e21, 0),
+		1e20, 123456789012345678901, 0.1, 0.2, 0.3, 0.001, 100, 1234.5, 1, 3, 10, 1e-5, 9.999999e-6, 0.7, 1.0 / 3,
+		9007199254740993, 4503599627370497, 1e15 + 0.3, 999999999999999999999.0} {
+		check(f)
+		check(-f)
+	}
+	for i := 0; i < 2_000_000; i++ {
+		var f float64
+		switch i % 7 {
+		case 0:
+			f = r.Float64() // a score or a probability
+		case 1:
+			f = math.Float64frombits(r.Uint64())
+		case 2:
+			f = r.Float64() * math.Pow(10, float64(r.IntN(28)-7)) // any magnitude of the range
+		case 3:
+			f = float64(r.Uint64N(1 << 53)) // integers: exact products
+		case 4:
+			f = float64(r.IntN(10_000_000)) / math.Pow(10, float64(r.IntN(14))) // short decimals
+		case 5:
+			f = math.Nextafter(float64(r.IntN(100_000))/math.Pow(10, float64(r.IntN(10))), math.Inf(2*r.IntN(2)-1))
+		case 6:
+			f = float64(float32(r.Float64() * math.Pow(10, float64(r.IntN(20)-6))))
+		}
+		check(f)
+	}
+	if fast < 1_500_000 {
+		t.Fatalf("only %d numbers took the fast path", fast)
+	}
+}
+
 func TestAppendTime(t *testing.T) {
 	for _, c := range []struct {
 		t    time.Time

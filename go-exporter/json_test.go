@@ -158,3 +158,15 @@ func TestAppendTime(t *testing.T) {
 		}
 	}
 }
+
+// FuzzPlainFloat checks appendPlainFloat against strconv on any float64.
+func FuzzPlainFloat(f *testing.F) {
+	f.Add(math.Float64bits(0.7))
+	f.Add(math.Float64bits(123456789012345678))
+	f.Fuzz(func(t *testing.T, x uint64) {
+		v := math.Float64frombits(x)
+		if got, ok := appendPlainFloat(nil, v); ok && string(got) != strconv.FormatFloat(v, 'f', -1, 64) {
+			t.Fatalf("appendPlainFloat(%v) = %s, strconv %s", v, got, strconv.FormatFloat(v, 'f', -1, 64))
+		}
+	})
+}

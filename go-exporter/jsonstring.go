@@ -96,7 +96,7 @@ const stringSlack = 8 + 1
 //
 // No call a byte, few branches: s is loaded and stored 8 bytes at a time. A
 // word of plain ASCII needs nothing more. A word of ASCII with bytes to
-// escape is written again by escapeWord, without a branch a byte (text
+// escape is written again by escapeWordAt, without a branch a byte (text
 // dense with quotes would mispredict one every few bytes). At the first
 // byte over 0x7F, the rest of s is checked at once (validRest); if it is
 // valid UTF-8, appendValid writes it, which only has ASCII and U+2028 and
@@ -119,12 +119,8 @@ func appendString(b, s []byte) []byte {
 			j += 8
 			continue
 		}
-		if x&highs == 0 {
-			// 8 ASCII bytes, some to escape: they may become 6 times as many
-			if left := max(n-i+5*8, len(wordOut{})); len(out)-j < left+stringSlack {
-				out = growString(out, j, left)
-			}
-			j += escapeWord((*wordOut)(out[j:]), x)
+		if x&highs == 0 { // 8 ASCII bytes, some to escape
+			out, j = escapeWordAt(out, j, n-i, x)
 			i += 8
 			continue
 		}
@@ -145,9 +141,7 @@ func appendString(b, s []byte) []byte {
 		} else {
 			i, j = copyMultibyte(out, s, i, j)
 		}
-		if len(out)-j < n-i+stringSlack {
-			out = growString(out, j, n-i)
-		}
+		out = keepRoom(out, j, n-i)
 	}
 	// the last 7 bytes or fewer, one at a time
 	for i < n {
@@ -159,9 +153,7 @@ func appendString(b, s []byte) []byte {
 		} else {
 			i, j = copyMultibyte(out, s, i, j)
 		}
-		if len(out)-j < n-i+stringSlack {
-			out = growString(out, j, n-i)
-		}
+		out = keepRoom(out, j, n-i)
 	}
 	return closeString(out, j)
 }
@@ -179,7 +171,8 @@ func validRest(s []byte) bool {
 }
 
 // appendValid is appendString from s[i] and out[j] on, where s[i:] is valid
-// UTF-8.
+// UTF-8: the same loop with validCareMask, kept apart so that each is its
+// own tight loop.
 func appendValid(out, s []byte, i, j int) []byte {
 	n := len(s)
 	for i+8 <= n {
@@ -191,11 +184,8 @@ func appendValid(out, s []byte, i, j int) []byte {
 			j += 8
 			continue
 		}
-		if x&highs == 0 {
-			if left := max(n-i+5*8, len(wordOut{})); len(out)-j < left+stringSlack {
-				out = growString(out, j, left)
-			}
-			j += escapeWord((*wordOut)(out[j:]), x)
+		if x&highs == 0 { // 8 ASCII bytes, some to escape
+			out, j = escapeWordAt(out, j, n-i, x)
 			i += 8
 			continue
 		}
@@ -203,15 +193,11 @@ func appendValid(out, s []byte, i, j int) []byte {
 		i += k
 		j += k
 		i, j = writeValid(out, s, i, j)
-		if len(out)-j < n-i+stringSlack {
-			out = growString(out, j, n-i)
-		}
+		out = keepRoom(out, j, n-i)
 	}
 	for i < n {
 		i, j = writeValid(out, s, i, j)
-		if len(out)-j < n-i+stringSlack {
-			out = growString(out, j, n-i)
-		}
+		out = keepRoom(out, j, n-i)
 	}
 	return closeString(out, j)
 }
@@ -242,13 +228,15 @@ func validCareMask(x uint64) uint64 {
 	return ((x-0x20*ones)&^x | (q-ones)&^q | (bs-ones)&^bs | (e2-ones)&^e2) & highs
 }
 
-// wordOut is where a word of 8 ASCII bytes is written when some need
-// escapes: up to 6*8 bytes, and the last store's 8.
-type wordOut [64 + 8]byte
-
-// escapeWord writes the 8 ASCII bytes of x (little-endian) to o, each as
-// the ascii table says, and returns how many bytes that makes.
-func escapeWord(o *wordOut, x uint64) int {
+// escapeWordAt writes the 8 ASCII bytes of x (little-endian) at out[j:],
+// each as the ascii table says, without a branch a byte, making room first
+// for what they may become (6 times as many) and the left bytes still to
+// read (x included); it returns out and the end of what it wrote.
+func escapeWordAt(out []byte, j, left int, x uint64) ([]byte, int) {
+	if need := max(left+5*8, len(wordOut{})); len(out)-j < need+stringSlack {
+		out = growString(out, j, need)
+	}
+	o := (*wordOut)(out[j:])
 	d := put(o, 0, ascii[byte(x)])
 	d = put(o, d, ascii[byte(x>>8)])
 	d = put(o, d, ascii[byte(x>>16)])
@@ -256,8 +244,12 @@ func escapeWord(o *wordOut, x uint64) int {
 	d = put(o, d, ascii[byte(x>>32)])
 	d = put(o, d, ascii[byte(x>>40)])
 	d = put(o, d, ascii[byte(x>>48)])
-	return put(o, d, ascii[byte(x>>56)])
+	return out, j + put(o, d, ascii[byte(x>>56)])
 }
+
+// wordOut is where a word of 8 ASCII bytes is written when some need
+// escapes: up to 6*8 bytes, and the last store's 8.
+type wordOut [64 + 8]byte
 
 // put stores e (text and length as in ascii) at o[d:] and returns the end of
 // its text. d is at most 7*6 here; the mask lets the compiler see that the
@@ -368,6 +360,15 @@ func openString(b []byte, n int) ([]byte, int) {
 	out = out[:cap(out)]
 	out[j] = '"'
 	return out, j + 1
+}
+
+// keepRoom keeps the writers' room after out[:j]: left bytes still to read
+// plus stringSlack.
+func keepRoom(out []byte, j, left int) []byte {
+	if len(out)-j < left+stringSlack {
+		out = growString(out, j, left)
+	}
+	return out
 }
 
 // growString makes room for left bytes still to read after out[:j].

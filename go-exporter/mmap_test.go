@@ -9,15 +9,20 @@ import (
 	"testing"
 )
 
+// bigFile returns an IPC file (or stream) of n batches of 200 rows of about
+// 800 bytes of text each, 160 KB a batch.
+func bigFile(t *testing.T, n int, stream bool) []byte {
+	var batches [][]row
+	for b := range n {
+		batches = append(batches, bigRows(b*200, 200))
+	}
+	return arrowFile{cols: pipelineCols(), meta: pipelineMeta(), batches: batches, stream: stream}.encode(t)
+}
+
 // TestMappedFileIsReadAsBefore checks that an IPC file is mapped where the
 // system can, and that its export is the same as through reads.
 func TestMappedFileIsReadAsBefore(t *testing.T) {
-	var batches [][]row
-	for b := range 6 {
-		batches = append(batches, bigRows(b*200, 200)) // 160 KB each
-	}
-	path := writeFile(t, filepath.Join(t.TempDir(), "part-00000.arrow"),
-		arrowFile{cols: pipelineCols(), meta: pipelineMeta(), batches: batches}.encode(t))
+	path := writeFile(t, filepath.Join(t.TempDir(), "part-00000.arrow"), bigFile(t, 6, false))
 	fields, _ := parseFields(allFields)
 	cfg := config{fields: fields, inputs: []string{path}, workers: 2}
 	in, err := openInput(cfg, path)
@@ -34,8 +39,7 @@ func TestMappedFileIsReadAsBefore(t *testing.T) {
 		t.Fatal(err)
 	}
 	// the same file as a stream is read, not mapped
-	spath := writeFile(t, filepath.Join(t.TempDir(), "part-00000.arrows"),
-		arrowFile{cols: pipelineCols(), meta: pipelineMeta(), batches: batches, stream: true}.encode(t))
+	spath := writeFile(t, filepath.Join(t.TempDir(), "part-00000.arrows"), bigFile(t, 6, true))
 	var viaRead bytes.Buffer
 	if err := exportTo(t.Context(), &viaRead, config{fields: fields, inputs: []string{spath}, workers: 2}); err != nil {
 		t.Fatal(err)
@@ -52,12 +56,7 @@ func TestFileTruncatedWhileMapped(t *testing.T) {
 	if !canMap {
 		t.Skip("no mmap here")
 	}
-	var batches [][]row
-	for b := range 4 {
-		batches = append(batches, bigRows(b*200, 200))
-	}
-	path := writeFile(t, filepath.Join(t.TempDir(), "part-00000.arrow"),
-		arrowFile{cols: pipelineCols(), meta: pipelineMeta(), batches: batches}.encode(t))
+	path := writeFile(t, filepath.Join(t.TempDir(), "part-00000.arrow"), bigFile(t, 4, false))
 	fields, _ := parseFields(allFields)
 	cfg := config{fields: fields, inputs: []string{path}, workers: 2}
 
@@ -95,7 +94,7 @@ func TestFileTruncatedWhileMapped(t *testing.T) {
 
 	// the whole export, the file truncated when the first part is written:
 	// whatever was still to read fails, with the file's name
-	writeFile(t, path, arrowFile{cols: pipelineCols(), meta: pipelineMeta(), batches: batches}.encode(t))
+	writeFile(t, path, bigFile(t, 4, false))
 	w := &truncatingWriter{path: path}
 	err = exportTo(t.Context(), w, config{fields: fields, inputs: []string{path}, workers: 2})
 	if err == nil || !strings.Contains(err.Error(), path) {

@@ -1,6 +1,8 @@
 package main
 
-// A pool of the big buffers (record batch bodies) the Arrow readers free.
+// A pool of the big buffers (record batch bodies) the Arrow readers free:
+// those of streams and of files that could not be mapped (a mapped file's
+// bodies are slices of the mapping) and decompressed buffers.
 
 import (
 	"sync"

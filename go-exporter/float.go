@@ -17,7 +17,6 @@ package main
 import (
 	"encoding/binary"
 	"math"
-	"math/big"
 	"math/bits"
 	"slices"
 )
@@ -26,39 +25,48 @@ type uint128 struct{ hi, lo uint64 }
 
 // The powers of ten Dragonbox needs for the plain range: 10^k for k in
 // [pow10Min, pow10Max], as 128-bit mantissas with the high bit set,
-// rounded down (as internal/strconv's pow10Tab, computed the same way).
+// rounded down: the lines of internal/strconv's pow10Tab for those k
+// (TestPow10Tab recomputes them with math/big).
 const (
 	pow10Min = -8
 	pow10Max = 25
 )
 
-var pow10Tab = func() (t [pow10Max - pow10Min + 1]uint128) {
-	one := big.NewInt(1)
-	top := new(big.Int).Lsh(one, 128)
-	for k := pow10Min; k <= pow10Max; k++ {
-		p := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(abs(k))), nil)
-		num, den := new(big.Int).Set(p), new(big.Int).Set(one)
-		if k < 0 {
-			num, den = den, num
-		}
-		// scale num/den into [2^127, 2^128)
-		for new(big.Int).Div(num, den).Cmp(top) >= 0 {
-			den.Lsh(den, 1)
-		}
-		for new(big.Int).Lsh(num, 1).Cmp(new(big.Int).Mul(top, den)) < 0 {
-			num.Lsh(num, 1)
-		}
-		m := new(big.Int).Div(num, den)
-		t[k-pow10Min] = uint128{new(big.Int).Rsh(m, 64).Uint64(), new(big.Int).And(m, new(big.Int).SetUint64(math.MaxUint64)).Uint64()}
-	}
-	return t
-}()
-
-func abs(k int) int {
-	if k < 0 {
-		return -k
-	}
-	return k
+var pow10Tab = [pow10Max - pow10Min + 1]uint128{
+	{0xabcc77118461cefc, 0xfdc20d2b36ba7c3d}, // 1e-8
+	{0xd6bf94d5e57a42bc, 0x3d32907604691b4c}, // 1e-7
+	{0x8637bd05af6c69b5, 0xa63f9a49c2c1b10f}, // 1e-6
+	{0xa7c5ac471b478423, 0x0fcf80dc33721d53}, // 1e-5
+	{0xd1b71758e219652b, 0xd3c36113404ea4a8}, // 1e-4
+	{0x83126e978d4fdf3b, 0x645a1cac083126e9}, // 1e-3
+	{0xa3d70a3d70a3d70a, 0x3d70a3d70a3d70a3}, // 1e-2
+	{0xcccccccccccccccc, 0xcccccccccccccccc}, // 1e-1
+	{0x8000000000000000, 0x0000000000000000}, // 1e0
+	{0xa000000000000000, 0x0000000000000000}, // 1e1
+	{0xc800000000000000, 0x0000000000000000}, // 1e2
+	{0xfa00000000000000, 0x0000000000000000}, // 1e3
+	{0x9c40000000000000, 0x0000000000000000}, // 1e4
+	{0xc350000000000000, 0x0000000000000000}, // 1e5
+	{0xf424000000000000, 0x0000000000000000}, // 1e6
+	{0x9896800000000000, 0x0000000000000000}, // 1e7
+	{0xbebc200000000000, 0x0000000000000000}, // 1e8
+	{0xee6b280000000000, 0x0000000000000000}, // 1e9
+	{0x9502f90000000000, 0x0000000000000000}, // 1e10
+	{0xba43b74000000000, 0x0000000000000000}, // 1e11
+	{0xe8d4a51000000000, 0x0000000000000000}, // 1e12
+	{0x9184e72a00000000, 0x0000000000000000}, // 1e13
+	{0xb5e620f480000000, 0x0000000000000000}, // 1e14
+	{0xe35fa931a0000000, 0x0000000000000000}, // 1e15
+	{0x8e1bc9bf04000000, 0x0000000000000000}, // 1e16
+	{0xb1a2bc2ec5000000, 0x0000000000000000}, // 1e17
+	{0xde0b6b3a76400000, 0x0000000000000000}, // 1e18
+	{0x8ac7230489e80000, 0x0000000000000000}, // 1e19
+	{0xad78ebc5ac620000, 0x0000000000000000}, // 1e20
+	{0xd8d726b7177a8000, 0x0000000000000000}, // 1e21
+	{0x878678326eac9000, 0x0000000000000000}, // 1e22
+	{0xa968163f0a57b400, 0x0000000000000000}, // 1e23
+	{0xd3c21bcecceda100, 0x0000000000000000}, // 1e24
+	{0x84595161401484a0, 0x0000000000000000}, // 1e25
 }
 
 // appendPlainFloat appends f (finite, not 0) as strconv.AppendFloat(b, f,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"strconv"
 	"testing"
@@ -155,6 +156,32 @@ func TestAppendTime(t *testing.T) {
 	} {
 		if got := string(appendTime(nil, c.t)); got != c.want {
 			t.Errorf("appendTime(%v) = %s, want %s", c.t, got, c.want)
+		}
+	}
+}
+
+// TestPow10Tab recomputes float.go's powers of ten as internal/strconv's
+// generator does: floor(10^k * 2^e) for the e that puts it in [2^127, 2^128).
+func TestPow10Tab(t *testing.T) {
+	top := new(big.Int).Lsh(big.NewInt(1), 128)
+	for k := pow10Min; k <= pow10Max; k++ {
+		num, den := big.NewInt(1), big.NewInt(1)
+		p := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(max(k, -k))), nil)
+		if k < 0 {
+			den = p
+		} else {
+			num = p
+		}
+		for new(big.Int).Div(num, den).Cmp(top) >= 0 {
+			den.Lsh(den, 1)
+		}
+		for new(big.Int).Lsh(num, 1).Cmp(new(big.Int).Mul(top, den)) < 0 {
+			num.Lsh(num, 1)
+		}
+		m := new(big.Int).Div(num, den)
+		want := uint128{new(big.Int).Rsh(m, 64).Uint64(), new(big.Int).And(m, new(big.Int).SetUint64(math.MaxUint64)).Uint64()}
+		if got := pow10Tab[k-pow10Min]; got != want {
+			t.Errorf("pow10Tab for 1e%d = %#x, want %#x", k, got, want)
 		}
 	}
 }

@@ -34,7 +34,8 @@ func careMask(x uint64) uint64 {
 // ascii[c] is how the ASCII byte c is written inside a JSON string: itself,
 // or for '"', '\\' and the control characters an escape (\n, \r, \t, \b,
 // \f or \u00XX); up to 6 bytes, little-endian, with their number in the top
-// byte, so that one load and one 8-byte store write any of them.
+// byte, so that one load and one 8-byte store write any of them. Its 256
+// entries (those from 0x80 unused) let any byte index it without a check.
 var ascii = func() (t [256]uint64) {
 	const hex = "0123456789abcdef"
 	for c := range utf8.RuneSelf {

@@ -95,47 +95,56 @@ const stringSlack = 8 + 1
 // U+2029; it does not escape '<', '>' or '&'. Each byte of s that is not
 // part of valid UTF-8 is written as U+FFFD (encoding/json writes \ufffd).
 //
-// No call a byte, few branches: s is loaded and stored 8 bytes at a time. A
-// word of plain ASCII needs nothing more. A word of ASCII with bytes to
-// escape is written again by escapeWordAt, without a branch a byte (text
-// dense with quotes would mispredict one every few bytes). At the first
-// byte over 0x7F, the rest of s is checked at once (validRest); if it is
-// valid UTF-8, appendValid writes it, which only has ASCII and U+2028 and
-// U+2029 to escape. Otherwise that byte starts a run of multi-byte
-// characters that copyMultibyte checks and copies. The output keeps room
-// for every byte still to read plus stringSlack, so the stores need no
-// other check; only escapes, longer than what they replace, may have to
-// grow it.
+// No call a byte, few branches: s is loaded and stored 8 bytes at a time,
+// in a loop of its own so that what it needs stays in registers. A word of
+// plain ASCII needs nothing more. A word of ASCII with bytes to escape is
+// written again by escapeWordAt, without a branch a byte (text dense with
+// quotes would mispredict one every few bytes). At the first byte over
+// 0x7F, the rest of s is checked at once (validRest); if it is valid UTF-8,
+// appendValid writes it, which only has ASCII and U+2028 and U+2029 to
+// escape. Otherwise each byte to care about is written by itself: ASCII
+// and bytes that start no character by one load from the single table,
+// leads of multi-byte characters by copyMultibyte. (Telling ASCII words
+// from the others in such text mispredicts more than escapeWordAt saves.)
+// The output keeps room for every byte still to read plus stringSlack, so
+// the stores need no other check; only escapes, longer than what they
+// replace, may have to grow it.
 func appendString(b, s []byte) []byte {
 	n := len(s)
 	out, j := openString(b, n)
 	i := 0
 	tried := false
-	for i+8 <= n {
-		x := binary.LittleEndian.Uint64(s[i:])
-		binary.LittleEndian.PutUint64(out[j:], x)
-		m := careMask(x)
-		if m == 0 {
+	for {
+		// words of plain ASCII, in a loop of their own without calls, so
+		// that what it needs stays in registers
+		var x, m uint64
+		for i+8 <= n {
+			x = binary.LittleEndian.Uint64(s[i:])
+			binary.LittleEndian.PutUint64(out[j:], x)
+			if m = careMask(x); m != 0 {
+				break
+			}
 			i += 8
 			j += 8
-			continue
 		}
-		if x&highs == 0 { // 8 ASCII bytes, some to escape
-			out, j = escapeWordAt(out, j, n-i, x)
-			i += 8
-			continue
+		if m == 0 {
+			break
+		}
+		if !tried {
+			if x&highs == 0 { // 8 ASCII bytes, some to escape
+				out, j = escapeWordAt(out, j, n-i, x)
+				i += 8
+				continue
+			}
+			tried = true
+			if h := bits.TrailingZeros64(x&highs) >> 3; validRest(s[i+h:]) {
+				return appendValid(out, s, i, j)
+			}
 		}
 		k := bits.TrailingZeros64(m) >> 3
 		i += k
 		j += k
-		if !tried && s[i] >= utf8.RuneSelf {
-			tried = true
-			if validRest(s[i:]) {
-				return appendValid(out, s, i, j)
-			}
-		}
-		if s[i] < utf8.RuneSelf { // '"', '\\' or a control character
-			e := ascii[s[i]]
+		if e := single[s[i]]; e != 0 { // ASCII, or a byte that starts no character
 			binary.LittleEndian.PutUint64(out[j:], e)
 			i++
 			j += int(e >> 56)
@@ -159,13 +168,32 @@ func appendString(b, s []byte) []byte {
 	return closeString(out, j)
 }
 
+// single[c] is how the byte c is written when it is a character by
+// itself: as the ascii table says for ASCII, as U+FFFD for a byte that
+// starts no UTF-8 character; 0 for the bytes that may start one.
+var single = func() (t [256]uint64) {
+	for c := range 256 {
+		t[c] = ascii[c]
+		if c >= utf8.RuneSelf {
+			t[c] = 0
+			if leads[c].n == 0 {
+				t[c] = 0xbdbfef | 3<<56
+			}
+		}
+	}
+	return t
+}()
+
 // validRest reports whether s, from the first byte over 0x7F that
 // appendString meets, is valid UTF-8 to its end, checked with vector
 // instructions where the CPU has them (AVX2), and long enough for that to
 // pay (32 bytes). Text full of invalid bytes mostly gives up at once, on
 // its first character.
 func validRest(s []byte) bool {
-	if r, _ := utf8.DecodeRune(s); r == utf8.RuneError || len(s) < 32 {
+	if len(s) < 32 {
+		return false
+	}
+	if l := leads[s[0]]; l.n == 0 || s[1] < l.lo || s[1] > l.hi {
 		return false
 	}
 	return asmutf8.Valid(s)
@@ -261,57 +289,22 @@ func put(o *wordOut, d int, e uint64) int {
 }
 
 // copyMultibyte copies the run of multi-byte characters that starts at s[i]
-// to out[j:], up to the next ASCII byte or the end, and returns where it
-// stopped in s and out. It stops early after writing U+FFFD for a byte that
-// is not part of valid UTF-8 or the escape of U+2028 or U+2029, which are
-// longer than what they replace (the caller checks the room).
+// (a byte over 0x7F) to out[j:], up to the next ASCII byte or the end, and
+// returns where it stopped in s and out. It stops early after writing
+// U+FFFD for a byte that is not part of valid UTF-8 or the escape of U+2028
+// or U+2029, which are longer than what they replace (the caller checks
+// the room).
 //
-// Characters of 3 bytes (CJK, most punctuation) are checked two at a time
-// with one 8-byte load and copied with one store, and those of 2 bytes
-// (accented Latin, Greek, Cyrillic...) four at a time; single ones of 2 or
-// 3 bytes with a 4-byte load; others, and those among the last 3 bytes, go
-// by the leads table.
+// The first character is checked by the leads table, as are those the
+// loops below do not take: text that is not UTF-8 at all (Latin-1 read as
+// UTF-8, say) has its bytes over 0x7F one by one, mostly invalid. After
+// it, characters of 3 bytes (CJK, most punctuation) are checked two at a
+// time with one 8-byte load and copied with one store, and those of 2
+// bytes (accented Latin, Greek, Cyrillic...) four at a time.
 func copyMultibyte(out, s []byte, i, j int) (int, int) {
 	n := len(s)
-	for i < n {
-		if i+8 <= n {
-			x := binary.LittleEndian.Uint64(s[i:])
-			// 1110xxxx 10xxxxxx 10xxxxxx twice
-			if x&0x_c0c0f0_c0c0f0 == 0x_8080e0_8080e0 && plain3(uint32(x)) && plain3(uint32(x>>24)) {
-				binary.LittleEndian.PutUint64(out[j:], x)
-				i += 6
-				j += 6
-				continue
-			}
-			// 110xxxxx 10xxxxxx four times, none the overlong C0 or C1:
-			// the lead's bits 1-4 are not all zero
-			if x&0xc0e0_c0e0_c0e0_c0e0 == 0x80c0_80c0_80c0_80c0 &&
-				(x&0x001e_001e_001e_001e+0x7fff_7fff_7fff_7fff)&0x8000_8000_8000_8000 == 0x8000_8000_8000_8000 {
-				binary.LittleEndian.PutUint64(out[j:], x)
-				i += 8
-				j += 8
-				continue
-			}
-		}
-		if i+4 <= n {
-			w := binary.LittleEndian.Uint32(s[i:])
-			if w&0xc0c0f0 == 0x8080e0 && plain3(w) {
-				binary.LittleEndian.PutUint32(out[j:], w)
-				i += 3
-				j += 3
-				continue
-			}
-			if w&0xc0e0 == 0x80c0 && w&0x1e != 0 {
-				binary.LittleEndian.PutUint32(out[j:], w)
-				i += 2
-				j += 2
-				continue
-			}
-		}
+	for {
 		c := s[i]
-		if c < utf8.RuneSelf {
-			break
-		}
 		l := leads[c]
 		size := int(l.n)
 		if size == 0 || i+size > n || s[i+1] < l.lo || s[i+1] > l.hi ||
@@ -333,8 +326,32 @@ func copyMultibyte(out, s []byte, i, j int) (int, int) {
 		}
 		i += size
 		j += size
+		// then runs of characters of 3 bytes two at a time, of 2 bytes
+		// four at a time
+		for i+8 <= n {
+			x := binary.LittleEndian.Uint64(s[i:])
+			// 1110xxxx 10xxxxxx 10xxxxxx twice
+			if x&0x_c0c0f0_c0c0f0 == 0x_8080e0_8080e0 && plain3(uint32(x)) && plain3(uint32(x>>24)) {
+				binary.LittleEndian.PutUint64(out[j:], x)
+				i += 6
+				j += 6
+				continue
+			}
+			// 110xxxxx 10xxxxxx four times, none the overlong C0 or C1:
+			// the lead's bits 1-4 are not all zero
+			if x&0xc0e0_c0e0_c0e0_c0e0 == 0x80c0_80c0_80c0_80c0 &&
+				(x&0x001e_001e_001e_001e+0x7fff_7fff_7fff_7fff)&0x8000_8000_8000_8000 == 0x8000_8000_8000_8000 {
+				binary.LittleEndian.PutUint64(out[j:], x)
+				i += 8
+				j += 8
+				continue
+			}
+			break
+		}
+		if i >= n || s[i] < utf8.RuneSelf {
+			return i, j
+		}
 	}
-	return i, j
 }
 
 // plain3 reports whether the 3-byte sequence in the low bytes of w (little

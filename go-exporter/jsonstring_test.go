@@ -115,6 +115,10 @@ func TestAppendStringEveryPosition(t *testing.T) {
 		all = append(all, byte(i%0x20))
 	}
 	checkLikeEncodingJSON(t, nil, all)
+	// the same after an invalid byte, and after a valid character and an
+	// invalid byte later (the writer of text that is not UTF-8)
+	checkLikeEncodingJSON(t, nil, append([]byte("\xff"), all...))
+	checkLikeEncodingJSON(t, nil, append([]byte("\u00e9"+strings.Repeat("x", 40)+"\xff"), all...))
 	checkLikeEncodingJSON(t, nil, bytes.Repeat([]byte("\xff"), 3000))
 	checkLikeEncodingJSON(t, nil, bytes.Repeat([]byte("\u2029"), 3000))
 }
@@ -152,5 +156,35 @@ func BenchmarkAppendString(b *testing.B) {
 				buf = appendString(buf[:0], s)
 			}
 		})
+	}
+}
+
+// TestValidRest checks the gate to the writer of valid UTF-8: a string that
+// starts with U+FFFD itself (text repaired before) is valid, as are 2- to
+// 4-byte first characters; a first byte that starts no character, or a
+// second byte out of its lead's range, is refused at once, and a later
+// invalid byte by the vector check.
+func TestValidRest(t *testing.T) {
+	tail := strings.Repeat("plain text ", 4)
+	for _, c := range []struct {
+		s    string
+		want bool
+	}{
+		{"\uFFFD" + tail, true},
+		{"\u00e9" + tail, true},
+		{"日本" + tail, true},
+		{"🙂" + tail, true},
+		{"\xff" + tail, false},
+		{"\x80" + tail, false},
+		{"\xc3" + tail, false},
+		{"\xed\xa0\x80" + tail, false},
+		{"\xf4\x90\x80\x80" + tail, false},
+		{"\xe6\x96" + tail, false},
+		{"日本" + tail + "\xff", false},
+		{"日本", false}, // too short to pay
+	} {
+		if got := validRest([]byte(c.s)); got != c.want {
+			t.Errorf("validRest(%q) = %v, want %v", c.s, got, c.want)
+		}
 	}
 }

@@ -24,11 +24,12 @@ const (
 // 0x20, '"', '\\' or a byte from 0x80. Only the lowest set byte is exact
 // (a borrow may also mark bytes above it), which is the one the writer
 // uses. (Bit tricks from "Bit Twiddling Hacks", "Determine if a word has a
-// byte less than n".)
+// byte less than n", without its "&^ x", which would leave out the bytes
+// from 0x80: each of those has its high bit set by x - 0x20 or by q - 1.)
 func careMask(x uint64) uint64 {
 	q := x ^ ('"' * ones)
 	bs := x ^ ('\\' * ones)
-	return ((x-0x20*ones)&^x | (q-ones)&^q | (bs-ones)&^bs | x) & highs
+	return ((x - 0x20*ones) | (q - ones) | (bs - ones)) & highs
 }
 
 // ascii[c] is how the ASCII byte c is written inside a JSON string: itself,
@@ -144,14 +145,21 @@ func appendString(b, s []byte) []byte {
 		k := bits.TrailingZeros64(m) >> 3
 		i += k
 		j += k
-		if e := single[s[i]]; e != 0 { // ASCII, or a byte that starts no character
-			binary.LittleEndian.PutUint64(out[j:], e)
-			i++
-			j += int(e >> 56)
-		} else {
-			i, j = copyMultibyte(out, s, i, j)
+		for {
+			if e := single[s[i]]; e != 0 { // ASCII, or a byte that starts no character
+				binary.LittleEndian.PutUint64(out[j:], e)
+				i++
+				j += int(e >> 56)
+			} else {
+				i, j = copyMultibyte(out, s, i, j)
+			}
+			out = keepRoom(out, j, n-i)
+			// bytes to care about come in runs (an invalid sequence, "\r\n"):
+			// the next is written here, not by going back to the words
+			if i >= n || single[s[i]]>>56 == 1 {
+				break
+			}
 		}
-		out = keepRoom(out, j, n-i)
 	}
 	// the last 7 bytes or fewer, one at a time
 	for i < n {
@@ -249,12 +257,12 @@ func writeValid(out, s []byte, i, j int) (int, int) {
 }
 
 // validCareMask is careMask for valid UTF-8: bytes from 0x80 need no care
-// but 0xE2, which may start U+2028 or U+2029.
+// but 0xE2, which may start U+2028 or U+2029 ("&^ x" leaves them out).
 func validCareMask(x uint64) uint64 {
 	q := x ^ ('"' * ones)
 	bs := x ^ ('\\' * ones)
 	e2 := x ^ (0xe2 * ones)
-	return ((x-0x20*ones)&^x | (q-ones)&^q | (bs-ones)&^bs | (e2-ones)&^e2) & highs
+	return (((x-0x20*ones)|(q-ones)|(bs-ones))&^x | (e2-ones)&^e2) & highs
 }
 
 // escapeWordAt writes the 8 ASCII bytes of x (little-endian) at out[j:],

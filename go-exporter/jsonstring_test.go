@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -185,6 +187,58 @@ func TestValidRest(t *testing.T) {
 	} {
 		if got := validRest([]byte(c.s)); got != c.want {
 			t.Errorf("validRest(%q) = %v, want %v", c.s, got, c.want)
+		}
+	}
+}
+
+// TestCareMasks checks the word-at-a-time masks against their definition:
+// the lowest byte they mark is the first byte of the word that needs care
+// (for careMask: below 0x20, '"', '\\' or from 0x80; for validCareMask:
+// the same but from 0x80 only 0xE2), on random words that mix those bytes
+// with plain ones, and every byte value alone at every position.
+func TestCareMasks(t *testing.T) {
+	care := func(c byte) bool { return c < 0x20 || c == '"' || c == '\\' || c >= 0x80 }
+	validCare := func(c byte) bool { return c < 0x20 || c == '"' || c == '\\' || c == 0xe2 }
+	check := func(w [8]byte) {
+		x := binary.LittleEndian.Uint64(w[:])
+		for _, c := range []struct {
+			name string
+			mask func(uint64) uint64
+			care func(byte) bool
+		}{{"careMask", careMask, care}, {"validCareMask", validCareMask, validCare}} {
+			want := -1
+			for k, b := range w {
+				if c.care(b) {
+					want = k
+					break
+				}
+			}
+			got := -1
+			if m := c.mask(x); m != 0 {
+				got = bits.TrailingZeros64(m) >> 3
+			}
+			if got != want {
+				t.Fatalf("%s(% x): first byte to care about at %d, want %d", c.name, w, got, want)
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	picks := []byte{'a', ' ', '~', 0x7f, 0x00, 0x1f, 0x20, '"', '\\', '!', '#', '[', ']', 0x80, 0xe2, 0xe1, 0xe3, 0xa2, 0xdc, 0xff, 0x21, 0x5b}
+	for range 200000 {
+		var w [8]byte
+		for k := range w {
+			w[k] = picks[r.IntN(len(picks))]
+			if r.IntN(4) == 0 {
+				w[k] = byte(r.IntN(256))
+			}
+		}
+		check(w)
+	}
+	for c := range 256 {
+		for k := range 8 {
+			w := [8]byte{'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h'}
+			w[k] = byte(c)
+			check(w)
 		}
 	}
 }

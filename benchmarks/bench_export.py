@@ -24,8 +24,9 @@ Both sides write NDJSON to a file in the same folder (go-exporter to its stdout;
 shown beside it) and run as child processes; peak RSS is the child's VmHWM, read by GNU time (or polled in
 /proc). MB/s is input bytes per second. `--big` also writes a ~`--big-gb` GB input (ascii/CJK news) and
 exports it once with go-exporter (all fields) to report its peak RSS (goal: < 200 MB); polars is not run on
-it unless `--big-polars` (it reads the whole file into memory). Generated files are deleted at the end
-unless `--keep`. Timings never fail anything; this prints figures and ratios (goals >= 1.5x default
+it unless `--big-polars` (it reads the whole file into memory). Each output is deleted as soon as its size is
+read, and the inputs are synced to disk before their runs, so that no run shares the disk with the write-back
+of files it did not write. Generated inputs are deleted at the end unless `--keep`. Timings never fail anything; this prints figures and ratios (goals >= 1.5x default
 fields, >= 1.2x all fields).
 """
 
@@ -78,6 +79,7 @@ LONG_ROWS_DIVISOR = 20  # long texts are ~20x the bytes of short ones
 class Run:
     seconds: float
     rss_mb: float
+    out_bytes: int
 
 
 def _words(rng: np.random.Generator, lo: int, hi: int) -> list[str]:
@@ -261,11 +263,21 @@ def spawn(cmd: list[str], stdout: Any) -> tuple[float, float, str]:
     return seconds, hwm_kb / 1024, err
 
 
-def run_child(cmd: list[str], out: Path) -> Run:
-    """Run `cmd` with its stdout to `out`."""
-    with open(out, "wb") as f:
+def run_child(cmd: list[str], stdout: Path, out: Path | None = None) -> Run:
+    """Run `cmd` with its stdout to `stdout`; its output (`out`, else `stdout`) is measured and deleted.
+
+    Deleted at once, so that no later run shares the disk with its write-back: a backlog of several GB of
+    earlier outputs made whichever side met it up to 25% slower, on one mix and not the next.
+    """
+    with open(stdout, "wb") as f:
         seconds, rss, _ = spawn(cmd, f)
-    return Run(seconds, rss)
+    return Run(seconds, rss, _take_size(out or stdout))
+
+
+def _take_size(path: Path) -> int:
+    size = path.stat().st_size
+    path.unlink()
+    return size
 
 
 # polars runs in a child too, so that its RSS and start-up are measured the same way; it reports the
@@ -283,19 +295,19 @@ print(time.perf_counter() - t0, file=sys.stderr)
 
 def run_polars(src: Path, out: Path, cols: str) -> Run:
     _, rss, err = spawn([sys.executable, "-c", POLARS_CHILD, str(src), str(out), cols], subprocess.DEVNULL)
-    return Run(float(err.strip().splitlines()[-1]), rss)
+    return Run(float(err.strip().splitlines()[-1]), rss, _take_size(out))
 
 
 ALL_FIELDS = "id,text,label,score,model_version,scored_at,partition,probs"
 DEFAULT_COLS = "text,label,score"
 
 
-def fmt(name: str, rows: int, size: int, runs: list[Run], out: Path) -> tuple[str, float]:
+def fmt(name: str, rows: int, size: int, runs: list[Run]) -> tuple[str, float]:
     s = statistics.median(r.seconds for r in runs)
     rss = max(r.rss_mb for r in runs)
     line = (
         f"  {name:<34} {s:7.2f} s  {rows / s / 1e6:6.2f} M rows/s  {size / s / 1e6:7.1f} MB/s  "
-        f"out {out.stat().st_size / 1e6:7.1f} MB  peak RSS {rss:7.1f} MB"
+        f"out {runs[-1].out_bytes / 1e6:7.1f} MB  peak RSS {rss:7.1f} MB"
     )
     return line, s
 
@@ -310,6 +322,7 @@ def bench_mix(exe: str, work: Path, mix: str, rows: int, repeat: int) -> dict[st
         pl_src = work / "polars" / "date=2026-02-01" / "part-00000.arrow"
         pl_src.parent.mkdir(parents=True, exist_ok=True)
         write_predictions(pl_src, rows, mix=mix, repair=True)
+    os.sync()  # the inputs' write-back is not part of any run
     print(f"[{mix}] {rows:,} rows, {size / 1e6:.1f} MB ({size / rows:.0f} B/row)")
     names = {
         "go_default": "go-exporter (text,label,score)",
@@ -335,19 +348,19 @@ def bench_mix(exe: str, work: Path, mix: str, rows: int, repeat: int) -> dict[st
             if k.startswith("pl_"):
                 runs[k].append(run_polars(pl_src, out[k], DEFAULT_COLS if k == "pl_default" else ""))
             elif k.endswith("_o"):
-                runs[k].append(run_child(go_cmds[k], work / "stdout"))
+                runs[k].append(run_child(go_cmds[k], work / "stdout", out[k]))
             else:
                 runs[k].append(run_child(go_cmds[k], out[k]))
     secs = {}
     for k in ("go_default", "go_default_o", "pl_default", "go_all", "go_all_o", "pl_all"):
-        line, secs[k] = fmt(names[k], rows, size, runs[k], out[k])
+        line, secs[k] = fmt(names[k], rows, size, runs[k])
         print(line)
     print(
         f"  [{mix}] go-exporter over polars: default fields {secs['pl_default'] / secs['go_default']:.2f}x "
         f"(-o {secs['pl_default'] / secs['go_default_o']:.2f}x), all fields {secs['pl_all'] / secs['go_all']:.2f}x "
         f"(-o {secs['pl_all'] / secs['go_all_o']:.2f}x)"
     )
-    for p in [*out.values(), src, pl_src]:
+    for p in [work / "stdout", src, pl_src]:
         p.unlink(missing_ok=True)
     secs["rss_go"] = max(r.rss_mb for k in go_cmds for r in runs[k])
     secs["rss_pl"] = max(r.rss_mb for k in ("pl_default", "pl_all") for r in runs[k])
@@ -369,13 +382,11 @@ def bench_big(exe: str, work: Path, big_gb: float, *, with_polars: bool) -> None
     )
     bout = work / "big.ndjson"
     r = run_child([exe, "-fields", ALL_FIELDS, str(big)], bout)
-    print(fmt("go-exporter (all 8 fields)", rows, bsize, [r], bout)[0])
+    print(fmt("go-exporter (all 8 fields)", rows, bsize, [r])[0])
     print(f"go-exporter peak RSS on {bsize / 1e9:.2f} GB: {r.rss_mb:.0f} MB (goal < 200 MB)")
-    bout.unlink()
     if with_polars:
         r = run_polars(big, bout, "")
-        print(fmt("polars (whole file, 8 columns)", rows, bsize, [r], bout)[0])
-        bout.unlink()
+        print(fmt("polars (whole file, 8 columns)", rows, bsize, [r])[0])
 
 
 def main() -> int:

@@ -93,8 +93,12 @@ func TestFileTruncatedWhileMapped(t *testing.T) {
 	}
 
 	// the whole export, the file truncated when the first part is written:
-	// whatever was still to read fails, with the file's name
-	writeFile(t, path, bigFile(t, 4, false))
+	// whatever was still to read fails, with the file's name. The first
+	// write comes after about 256 KiB of JSON (two batches here), when the
+	// reader can be at most 2*workers+2 batches further: with 16, some
+	// are always still to read (with 4, a fast encoder had them all read
+	// and encoded before it, now and then, and nothing failed).
+	writeFile(t, path, bigFile(t, 16, false))
 	w := &truncatingWriter{path: path}
 	err = exportTo(t.Context(), w, config{fields: fields, inputs: []string{path}, workers: 2})
 	if err == nil || !strings.Contains(err.Error(), path) {

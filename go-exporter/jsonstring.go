@@ -106,7 +106,8 @@ const stringSlack = 8 + 1
 // appendValid writes it, which only has ASCII and U+2028 and U+2029 to
 // escape. Otherwise each byte to care about is written by itself: ASCII
 // and bytes that start no character by one load from the single table,
-// leads of multi-byte characters by copyMultibyte. (escapeWordAt for the
+// leads of multi-byte characters by copyMultibyte; so are the last 7 bytes
+// or fewer, all of them. (escapeWordAt for the
 // ASCII words among them measured slower: the branch that tells them from
 // the others mispredicts.)
 // The output keeps room for every byte still to read plus stringSlack, so
@@ -129,23 +130,27 @@ func appendString(b, s []byte) []byte {
 			i += 8
 			j += 8
 		}
-		if m == 0 {
-			break
-		}
-		if !tried {
-			if x&highs == 0 { // 8 ASCII bytes, some to escape
-				out, j = escapeWordAt(out, j, n-i, x)
-				i += 8
-				continue
+		tail := m == 0 // the last 7 bytes or fewer, if any, a byte at a time
+		if tail {
+			if i >= n {
+				break
 			}
-			tried = true
-			if h := bits.TrailingZeros64(x&highs) >> 3; validRest(s[i+h:]) {
-				return appendValid(out, s, i, j)
+		} else {
+			if !tried {
+				if x&highs == 0 { // 8 ASCII bytes, some to escape
+					out, j = escapeWordAt(out, j, n-i, x)
+					i += 8
+					continue
+				}
+				tried = true
+				if h := bits.TrailingZeros64(x&highs) >> 3; validRest(s[i+h:]) {
+					return appendValid(out, s, i, j)
+				}
 			}
+			k := bits.TrailingZeros64(m) >> 3
+			i += k
+			j += k
 		}
-		k := bits.TrailingZeros64(m) >> 3
-		i += k
-		j += k
 		for {
 			if e := single[s[i]]; e != 0 { // ASCII, or a byte that starts no character
 				binary.LittleEndian.PutUint64(out[j:], e)
@@ -157,22 +162,10 @@ func appendString(b, s []byte) []byte {
 			out = keepRoom(out, j, n-i)
 			// bytes to care about come in runs (an invalid sequence, "\r\n"):
 			// the next is written here, not by going back to the words
-			if i >= n || single[s[i]]>>56 == 1 {
+			if i >= n || !tail && single[s[i]]>>56 == 1 {
 				break
 			}
 		}
-	}
-	// the last 7 bytes or fewer, one at a time
-	for i < n {
-		if c := s[i]; c < utf8.RuneSelf {
-			e := ascii[c]
-			binary.LittleEndian.PutUint64(out[j:], e)
-			i++
-			j += int(e >> 56)
-		} else {
-			i, j = copyMultibyte(out, s, i, j)
-		}
-		out = keepRoom(out, j, n-i)
 	}
 	return closeString(out, j)
 }

@@ -54,6 +54,17 @@ func corrupt(format string, args ...any) error {
 	return fmt.Errorf("corrupt Arrow data: "+format, args...)
 }
 
+// protectBatch is protect for work on batch of the file at path: an error
+// that does not name the file yet (a panic's) is made to.
+func protectBatch(path string, batch int, f func() error) error {
+	err := protect(f)
+	var fe *fileError
+	if err != nil && !errors.As(err, &fe) {
+		err = &fileError{path, batch, err}
+	}
+	return err
+}
+
 // protect runs f and turns a panic into an error.
 func protect(f func() error) (err error) {
 	defer func() {

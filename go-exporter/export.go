@@ -6,7 +6,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"runtime/debug"
@@ -90,15 +89,11 @@ func exportTo(ctx context.Context, w io.Writer, cfg config) error {
 					t.err = err
 				} else {
 					t.out = bufPool.Get().(*[]byte)
-					t.err = protect(func() error {
+					t.err = protectBatch(t.enc.path, t.enc.batch, func() error {
 						var err error
 						*t.out, err = t.enc.encodeRows((*t.out)[:0], t.lo, t.hi)
 						return err
 					})
-					var fe *fileError
-					if t.err != nil && !errors.As(t.err, &fe) { // a panic
-						t.err = &fileError{t.enc.path, t.enc.batch, t.err}
-					}
 				}
 				close(t.done)
 			}
@@ -202,15 +197,11 @@ func produceFile(ctx context.Context, cfg config, path string, q queue) {
 func queueBatch(q queue, p *plan, rec arrow.RecordBatch, path string, batch int, release func()) {
 	defer q.after(release)
 	var enc *batchEncoder
-	err := protect(func() error {
+	err := protectBatch(path, batch, func() error {
 		var err error
 		enc, err = newBatchEncoder(p, rec, path, batch)
 		return err
 	})
-	var fe *fileError
-	if err != nil && !errors.As(err, &fe) { // a panic
-		err = &fileError{path, batch, err}
-	}
 	if err != nil {
 		q.fail(err)
 		return

@@ -98,21 +98,20 @@ const stringSlack = 8 + 1
 //
 // No call a byte, few branches: s is loaded and stored 8 bytes at a time,
 // in a loop of its own without calls (12% faster on plain ASCII than one
-// loop with the paths below, as the compiler lays it out). A word of
-// plain ASCII needs nothing more. A word of ASCII with bytes to escape is
-// written again by escapeWordAt, without a branch a byte (text dense with
-// quotes would mispredict one every few bytes). At the first byte over
-// 0x7F, the rest of s is checked at once (validRest); if it is valid UTF-8,
+// loop with the paths below, as the compiler lays it out). A word of plain
+// ASCII needs nothing more. A word of ASCII with bytes to escape is written
+// again by escapeWordAt, without a branch a byte (text dense with quotes
+// would mispredict one every few bytes). At the first byte over 0x7F, the
+// rest of s is checked at once (validRest); if it is valid UTF-8,
 // appendValid writes it, which only has ASCII and U+2028 and U+2029 to
-// escape. Otherwise each byte to care about is written by itself: ASCII
-// and bytes that start no character by one load from the single table,
-// leads of multi-byte characters by copyMultibyte; so are the last 7 bytes
-// or fewer, all of them. (escapeWordAt for the
-// ASCII words among them measured slower: the branch that tells them from
-// the others mispredicts.)
-// The output keeps room for every byte still to read plus stringSlack, so
-// the stores need no other check; only escapes, longer than what they
-// replace, may have to grow it.
+// escape. Otherwise each byte to care about is written by itself: ASCII and
+// bytes that start no character by one load from the single table, leads of
+// multi-byte characters by copyMultibyte; so are the last 7 bytes or fewer,
+// all of them. (escapeWordAt for the ASCII words of such text measured
+// slower: the branch that tells them from the others mispredicts.) The
+// output keeps room for every byte still to read plus stringSlack, so the
+// stores need no other check; only escapes, longer than what they replace,
+// may have to grow it.
 func appendString(b, s []byte) []byte {
 	n := len(s)
 	out, j := openString(b, n)
@@ -202,8 +201,8 @@ func validRest(s []byte) bool {
 }
 
 // appendValid is appendString from s[i] and out[j] on, where s[i:] is valid
-// UTF-8: the same loop with validCareMask, kept apart so that each is its
-// own tight loop.
+// UTF-8: its words with validCareMask, which lets bytes over 0x7F through
+// but 0xE2, and each byte to care about by writeValid.
 func appendValid(out, s []byte, i, j int) []byte {
 	n := len(s)
 	for i+8 <= n {
@@ -242,7 +241,7 @@ func writeValid(out, s []byte, i, j int) (int, int) {
 		binary.LittleEndian.PutUint64(out[j:], e)
 		return i + 1, j + int(e>>56)
 	}
-	if c == 0xe2 && s[i+1] == 0x80 && s[i+2]&0xfe == 0xa8 {
+	if isLineSeparatorAt(s, i) {
 		binary.LittleEndian.PutUint64(out[j:], lineSeparatorEscape(s[i+2]))
 		return i + 3, j + 6
 	}
@@ -314,7 +313,7 @@ func copyMultibyte(out, s []byte, i, j int) (int, int) {
 			out[j], out[j+1], out[j+2] = 0xef, 0xbf, 0xbd // U+FFFD
 			return i + 1, j + 3
 		}
-		if c == 0xe2 && s[i+1] == 0x80 && s[i+2]&0xfe == 0xa8 {
+		if isLineSeparatorAt(s, i) {
 			binary.LittleEndian.PutUint64(out[j:], lineSeparatorEscape(s[i+2]))
 			return i + 3, j + 6
 		}
@@ -364,6 +363,12 @@ func copyMultibyte(out, s []byte, i, j int) (int, int) {
 func plain3(w uint32) bool {
 	v := bits.ReverseBytes32(w) >> 8 // lead<<16 | second<<8 | third
 	return v>>13 != 0xe080>>5 && v>>13 != 0xeda0>>5 && v>>1 != 0xe280a8>>1
+}
+
+// isLineSeparatorAt reports whether s[i:] starts with U+2028 or U+2029 (E2
+// 80 A8 or E2 80 A9), which are escaped; s[i] starts a valid character.
+func isLineSeparatorAt(s []byte, i int) bool {
+	return s[i] == 0xe2 && s[i+1] == 0x80 && s[i+2]&0xfe == 0xa8
 }
 
 // lineSeparatorEscape is the escape \u2028 or \u2029 as a little-endian

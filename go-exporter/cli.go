@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"strings"
 
@@ -45,6 +46,10 @@ type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg + " (go-exporter -h for help)" }
 
+// maxWorkers bounds -workers: each worker may hold two parts of about 1 MiB
+// of JSON in flight (main.go), so this many take at most about 2 GiB.
+const maxWorkers = 1024
+
 // config is what the command line asks for.
 type config struct {
 	fields    []int
@@ -52,7 +57,7 @@ type config struct {
 	output    string
 	inputs    []string
 	workers   int
-	maxBuffer int64            // largest single allocation; <= 0: derived from the input size
+	maxBuffer int64            // largest single allocation; 0: derived from the input size
 	alloc     memory.Allocator // nil: memory.DefaultAllocator
 }
 
@@ -65,7 +70,7 @@ func parseArgs(args []string) (cfg config, text string, err error) {
 	format := fs.String("format", "ndjson", "")
 	fields := fs.String("fields", "text,label,score", "")
 	showVersion := fs.Bool("version", false, "")
-	workers := fs.Int("workers", 0, "")
+	workers := fs.Int("workers", runtime.GOMAXPROCS(0), "")
 	maxBuffer := fs.Int64("max-buffer", 0, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -87,13 +92,57 @@ func parseArgs(args []string) (cfg config, text string, err error) {
 	if cfg.fields, err = parseFields(*fields); err != nil {
 		return cfg, "", err
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["workers"] && (cfg.workers < 1 || cfg.workers > maxWorkers) {
+		return cfg, "", &usageError{fmt.Sprintf("-workers %d: out of range, expected 1 to %d", cfg.workers, maxWorkers)}
+	}
+	if given["max-buffer"] && cfg.maxBuffer < 1 {
+		return cfg, "", &usageError{fmt.Sprintf("-max-buffer %d: out of range, expected a positive number of bytes", cfg.maxBuffer)}
+	}
 	if len(cfg.inputs) == 0 {
 		return cfg, "", &usageError{"no INPUT given"}
 	}
-	if cfg.workers <= 0 {
-		cfg.workers = runtime.GOMAXPROCS(0)
+	if in := inputOf(cfg.output, cfg.inputs); in != "" {
+		return cfg, "", &usageError{fmt.Sprintf("-o %s: is the input %s, which the output would replace", cfg.output, in)}
 	}
 	return cfg, "", nil
+}
+
+// inputOf returns the input (a file, a folder, or a file of a folder input)
+// that output is, by name, symbolic link or hard link; "" if none. An output
+// that does not exist yet is none; an input that cannot be read is left to
+// the export to report.
+func inputOf(output string, inputs []string) string {
+	if output == "" {
+		return ""
+	}
+	out, err := os.Stat(output)
+	if err != nil {
+		return ""
+	}
+	for _, in := range inputs {
+		st, err := os.Stat(in)
+		if err != nil {
+			continue
+		}
+		if os.SameFile(out, st) {
+			return in
+		}
+		if !st.IsDir() {
+			continue
+		}
+		files, err := expandInputs([]string{in})
+		if err != nil {
+			continue
+		}
+		for _, f := range files {
+			if st, err := os.Stat(f); err == nil && os.SameFile(out, st) {
+				return f
+			}
+		}
+	}
+	return ""
 }
 
 // run executes the command line args (without the program name): it writes

@@ -17,7 +17,9 @@
 //	                atomically: the output goes to a temporary file in the same
 //	                folder, which is synced and renamed to FILE only when all
 //	                inputs were written; on any error FILE is left as it was
-//	                and the temporary file is removed.
+//	                and the temporary file is removed. FILE may not be an
+//	                input, a file of a folder input, or a symbolic or hard
+//	                link to one (exit status 2).
 //	-format FORMAT  ndjson (default): one JSON object a line.
 //	                json: one JSON array, one object a line, "[]" for no rows.
 //	-fields LIST    comma-separated keys of each object, in the order given
@@ -45,9 +47,10 @@
 //	-h              print this manual and exit.
 //
 // Two further flags are rarely needed: -workers N encodes with N goroutines
-// (default: the number of CPUs) and -max-buffer BYTES is the largest single
-// buffer the Arrow reader may allocate for one input (default: 64 times the
-// input's size, at least 256 MiB), which guards against hostile files.
+// (1 to 1024; default: the number of CPUs) and -max-buffer BYTES is the
+// largest single buffer the Arrow reader may allocate for one input (at
+// least 1; default: 64 times the input's size, at least 256 MiB), which
+// guards against hostile files. A value out of range is a bad command line.
 //
 // Input:
 //

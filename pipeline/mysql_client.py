@@ -4,15 +4,23 @@ a server's refusal said in one line, and retries of what can pass (a lost connec
     mysql://USER@HOST[:PORT]/DATABASE[?table=NAME&unix_socket=PATH&defaults_file=PATH]
 
 The password is read from `$PIPELINE_MYSQL_PASSWORD`, else from the `[client]` section of a MySQL option
-file (`$PIPELINE_MYSQL_DEFAULTS_FILE` or `defaults_file=`; what the URL gives wins over the file); a URL
-holding one is refused, so it is never on a command line, in a log line or in Prefect's records.
+file (`$PIPELINE_MYSQL_DEFAULTS_FILE` or `defaults_file=`, UTF-8; what the URL gives wins over the file);
+a URL holding one is refused, so it is never on a command line, in a log line or in Prefect's records.
+It is sent as UTF-8, as the `mariadb` and `mysql` clients send what was typed in a UTF-8 terminal
+(pymysql would send a `str` as latin-1, and `é` would never log in).
+
+USER, DATABASE and `table=` are percent-decoded as UTF-8 (`odd%2Ddb` is `odd-db`; in `table=`, `+` is
+a space and `%2B` a plus). Any database or table name MySQL accepts is accepted: 1 to 64 characters
+but U+0000 and those beyond U+FFFF, not ending in a space character; the sink backtick-quotes it in
+every statement. What only some servers refuse (MariaDB's `#mysql50#` prefix, a name too long for the
+server's file system) the server says (1102, 1103, 1005).
 """
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +29,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pymysql
+from pymysql.optionfile import Parser
 
 from pipeline.errors import SinkError
 
@@ -30,7 +39,8 @@ T = TypeVar("T")
 
 RETRIES = 3  # attempts of a whole load when the connection is lost or the server picks it in a deadlock
 _TRANSIENT = {1205, 1213, 2006, 2013}  # lock wait timeout, deadlock, server gone away, lost connection
-_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+NAME_CHARS = 64  # the longest database or table name, in characters (MySQL's NAME_CHAR_LEN)
+_SPACES = " \t\n\v\f\r"  # the characters a name may not end with (my_isspace in check_table_name)
 # strict: a bad value is an error, not a warning; backslash escapes on (sink_rows relies on them)
 _SESSION = "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00'"
 
@@ -48,9 +58,37 @@ class MysqlTarget:
     defaults_file: str | None = None
 
     def describe(self) -> str:
-        """`user@host:port/database.table` (or `user@socket/...`): what logs and errors name."""
+        """`user@host:port/database.table` (or `user@socket/...`): what logs and errors name, on one line
+        (a name with a character that does not print is shown as a Python string literal)."""
         where = self.unix_socket or f"{self.host}:{self.port}"
-        return f"{self.user}@{where}/{self.database}.{self.table}"
+        return f"{self.user}@{where}/{_shown(self.database)}.{_shown(self.table)}"
+
+
+def _shown(name: str) -> str:
+    return name if name.isprintable() else repr(name)
+
+
+def quote_name(name: str) -> str:
+    """`name` as a MySQL quoted identifier: in backticks, each backtick doubled (no other character is
+    special between backticks). For a statement pymysql %-formats (one with args), double its `%` too."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def check_name(what: str, name: str) -> None:
+    """Refuse a database or table name that every MySQL and MariaDB server refuses (the manual's "Schema
+    Object Names"; `check_table_name` in sql/table.cc): not 1 to 64 characters, U+0000 or a character
+    beyond U+FFFF, or a space character at the end."""
+    if not 1 <= len(name) <= NAME_CHARS:
+        problem = f"has {len(name)} characters, MySQL allows 1 to {NAME_CHARS}"
+    elif bad := [c for c in name if not 0 < ord(c) <= 0xFFFF]:
+        problem = f"holds {bad[0]!r}, which MySQL does not allow in a name (U+0000, or beyond U+FFFF)"
+    elif name[-1] in _SPACES:
+        problem = f"ends with {name[-1]!r}, and MySQL does not allow a space character at the end of a name"
+    else:
+        return
+    shown = repr(name) if len(name) <= NAME_CHARS else repr(name[:NAME_CHARS] + "...")
+    msg = f"mysql:// URL: the {what} name {shown} {problem}"
+    raise SinkError(f"{msg}; hint: name one that MySQL accepts, percent-encoded as UTF-8 in the URL")
 
 
 def parse_url(url: str) -> MysqlTarget:
@@ -70,20 +108,25 @@ def parse_url(url: str) -> MysqlTarget:
     if u.scheme != "mysql":
         msg = "expected a URL mysql://USER@HOST[:PORT]/DATABASE[?table=NAME&unix_socket=PATH]"
         raise SinkError(msg)
-    query = parse_qs(u.query, keep_blank_values=True)
+    try:
+        query = parse_qs(u.query, keep_blank_values=True, errors="strict")
+        user = unquote(u.username or "", errors="strict")
+        database = unquote(u.path.removeprefix("/"), errors="strict")
+        table = query.get("table", ["predictions"])[-1]
+        for text in (user, database, table):
+            text.encode()  # a surrogate: bytes of the command line that were not UTF-8
+    except UnicodeError:
+        msg = "mysql:// URL: a name or parameter is not UTF-8 text"
+        raise SinkError(f"{msg}; hint: percent-encode it as UTF-8 (%C3%A9 for é)") from None
     unknown = sorted(set(query) - {"table", "unix_socket", "defaults_file"})
     if unknown:
         msg = f"mysql:// URL: unknown parameter(s) {unknown}; known: table, unix_socket, defaults_file"
         raise SinkError(msg)
-    database = unquote(u.path.lstrip("/"))
-    table = query.get("table", ["predictions"])[-1]
-    for what, name in (("database", database), ("table", table)):
-        if not _NAME_RE.fullmatch(name):
-            msg = f"mysql:// URL: `{what}` must be 1-64 letters, digits or '_', got {name!r}"
-            raise SinkError(msg)
+    check_name("database", database)
+    check_name("table", table)
     defaults_file = query.get("defaults_file", [os.environ.get("PIPELINE_MYSQL_DEFAULTS_FILE", "")])[-1]
     return MysqlTarget(
-        user=unquote(u.username or ""),
+        user=user,
         host=u.hostname or "localhost",
         port=port,
         database=database,
@@ -105,13 +148,13 @@ def connect(target: MysqlTarget) -> pymysql.connections.Connection:
     """A utf8mb4 connection with local files allowed, autocommit off and strict SQL."""
     kw: dict[str, Any] = {}
     password = os.environ.get("PIPELINE_MYSQL_PASSWORD")
-    if password is not None:
-        kw["password"] = password
     if target.defaults_file:
-        if not Path(target.defaults_file).is_file():
-            msg = f"{target.defaults_file}: MySQL option file not found (defaults_file)"
-            raise SinkError(msg)
-        kw["read_default_file"] = target.defaults_file
+        in_file = read_option_password(Path(target.defaults_file))
+        password = password or in_file
+        kw["read_default_file"] = target.defaults_file  # pymysql reads it again: user, socket, ssl-*
+    if password:
+        # bytes: pymysql sends a str as latin-1. surrogateescape: the environment's non-UTF-8 bytes as given
+        kw["password"] = password.encode("utf-8", "surrogateescape")
     try:
         return pymysql.connect(
             user=target.user,
@@ -130,6 +173,31 @@ def connect(target: MysqlTarget) -> pymysql.connections.Connection:
         raise _sink_error(e, target) from None
 
 
+def read_option_password(path: Path) -> str | None:
+    """The `password` of a MySQL option file's `[client]` section, read as UTF-8 (pymysql would read the
+    file in the locale's encoding), or None; a file it cannot read, or not UTF-8, is a `SinkError`."""
+    hint = "hint: fix defaults_file= or $PIPELINE_MYSQL_DEFAULTS_FILE"
+    try:
+        text = path.read_bytes().decode()
+    except FileNotFoundError:
+        raise SinkError(f"{path}: MySQL option file not found (defaults_file); {hint}") from None
+    except OSError as e:
+        raise SinkError(f"{path}: cannot read the MySQL option file ({e.strerror}); {hint}") from None
+    except UnicodeDecodeError as e:
+        msg = f"{path}: the MySQL option file is not UTF-8 (byte {e.start})"
+        raise SinkError(f"{msg}; hint: save it as UTF-8") from None
+    cfg = Parser()  # pymysql's: quotes stripped as pymysql strips them for every other setting
+    try:
+        cfg.read_string(text, source=str(path))
+    except configparser.Error as e:
+        msg = f"{path}: not a MySQL option file ({str(e).splitlines()[0]})"
+        raise SinkError(f"{msg}; hint: a [client] section with password = ...") from None
+    try:
+        return cfg.get("client", "password")
+    except (configparser.Error, TypeError):  # no [client] password; TypeError: `password` without a value
+        return None
+
+
 # code -> (what happened, hint); every other code is named with the server's own message
 _REFUSALS = {
     # a user without global privileges is told 1044 for a database that does not exist, too
@@ -139,6 +207,8 @@ _REFUSALS = {
     ),
     1045: ("the login was refused", "check PIPELINE_MYSQL_PASSWORD or the option file's [client] password"),
     1049: ("the database does not exist", "CREATE DATABASE it CHARACTER SET utf8mb4, or fix the URL"),
+    1102: ("this server does not accept the database name", "name another database in the URL"),
+    1103: ("this server does not accept the table name", "name another table (?table=NAME)"),
     1142: ("this user may not write the table", "GRANT ALL ON the database TO the user"),
     1290: ("the server is read-only", "load into a writable primary"),
     1836: ("the server is read-only", "load into a writable primary"),

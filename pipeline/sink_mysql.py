@@ -3,9 +3,10 @@
     pipeline export --date D --to mysql://USER@HOST[:PORT]/DATABASE[?table=NAME&unix_socket=PATH]
 
 Connecting (the URL; the password from `$PIPELINE_MYSQL_PASSWORD` or an option file, never the URL;
-errors; retries) is `mysql_client.py`. The table (default `predictions`) is created when absent,
-utf8mb4 throughout, one column per field of predictions schema v1 plus `date`, primary key `(date, id)`.
-A table with other columns is refused, naming the difference.
+errors; retries) is `mysql_client.py`. The table (default `predictions`; any name MySQL accepts,
+backtick-quoted in every statement) is created when absent, utf8mb4 throughout, one column per field
+of predictions schema v1 plus `date`, primary key `(date, id)`. A table with other columns is refused,
+naming the difference.
 
 A load deletes the date's rows, streams the prediction files in and commits: one transaction, so a
 reader sees the previous night or the new one, never half, and a load killed midway is rolled back by
@@ -31,7 +32,7 @@ import pymysql
 
 from pipeline import lake
 from pipeline.errors import SinkError
-from pipeline.mysql_client import MysqlTarget, parse_url, with_retries
+from pipeline.mysql_client import MysqlTarget, parse_url, quote_name, with_retries
 from pipeline.sink_rows import COLUMNS, batch_tsv, batch_values, check_schema, value_ends
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ _NAMES = ", ".join(f"`{c}`" for c, _, _ in COLUMNS)
 
 def ensure_table(conn: pymysql.connections.Connection, target: MysqlTarget) -> None:
     """Create the table when absent; refuse one whose columns differ from `COLUMNS`, naming how."""
-    t = f"`{target.table}`"
+    t = quote_name(target.table)
     cols = ",\n  ".join(f"`{name}` {sql}" for name, sql, _ in COLUMNS)
     with conn.cursor() as cur:
         cur.execute(
@@ -126,9 +127,14 @@ def load_partition(data: lake.DataDir, date: str, url: str, *, method: Method = 
     return {**done, "method": how, "skipped": False}
 
 
+def _table(target: MysqlTarget) -> str:
+    """The table's quoted name in a statement with args, which pymysql %-formats: its `%` doubled."""
+    return quote_name(target.table).replace("%", "%%")
+
+
 def _count(conn: pymysql.connections.Connection, target: MysqlTarget, date: str) -> int:
     with conn.cursor() as cur:
-        cur.execute(f"SELECT COUNT(*) FROM `{target.table}` WHERE `date` = %s", (date,))
+        cur.execute(f"SELECT COUNT(*) FROM {_table(target)} WHERE `date` = %s", (date,))
         (n,) = cur.fetchone()
     conn.commit()  # end the read's snapshot: the load must see the table as it is now
     return int(n)
@@ -179,7 +185,7 @@ def _replace_date(
         # a flocked temporary, as atomic writes use: one left by a killed load is swept by the next write
         lake.atomic_path(scratch.with_name(f"load-{date}.tsv")) as tsv,
     ):
-        cur.execute(f"DELETE FROM `{target.table}` WHERE `date` = %s", (date,))
+        cur.execute(f"DELETE FROM {_table(target)} WHERE `date` = %s", (date,))
         for batch, classes, text in _with_tsv(read_batches(files), date, pool):
             if method != "insert":
                 try:
@@ -205,7 +211,7 @@ def _replace_date(
 def _load_infile(cur: Any, target: MysqlTarget, tsv: Path) -> int:
     try:
         cur.execute(
-            f"LOAD DATA LOCAL INFILE %s INTO TABLE `{target.table}` CHARACTER SET utf8mb4 "
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {_table(target)} CHARACTER SET utf8mb4 "
             f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({_NAMES})",
             (str(tsv),),
         )
@@ -223,7 +229,7 @@ def _load_insert(cur: Any, target: MysqlTarget, batch: pa.RecordBatch, date: str
     values = batch_values(batch, date, classes)
     data = memoryview(values.buffers()[2]) if len(values) else memoryview(b"")
     ends = value_ends(values)
-    head = f"INSERT INTO `{target.table}` ({_NAMES}) VALUES ".encode()
+    head = f"INSERT INTO {quote_name(target.table)} ({_NAMES}) VALUES ".encode()
     loaded, start, row = 0, 0, 0
     while row < len(values):
         # the last row whose end fits in this statement, and at least one row

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 import pymysql
 import pytest
@@ -264,3 +266,128 @@ def test_a_nightly_run_with_the_url_set_loads_the_table_and_counts_the_rows(
     assert again["dates"][0]["mysql"]["skipped"] and again["totals"]["rows_loaded"] == day["mysql"]["rows"]
     assert json.loads(open(again["path"]).read())["totals"]["rows_loaded"] == day["mysql"]["rows"]
     assert lake.read_json(data.stamp("mysql", corpus.SCORE_DATE))  # what it loaded, recorded
+
+
+UTF8_PASSWORD = "pässwörd-é"
+
+
+def test_a_utf8_password_logs_in_from_the_environment_and_from_an_option_file(
+    sink, data, monkeypatch, tmp_path
+):
+    root = pymysql.connect(user="root", unix_socket=sink.socket, charset="utf8mb4", autocommit=True)
+    with root, root.cursor() as cur:
+        cur.execute("CREATE USER 'utf8pw'@'localhost' IDENTIFIED BY %s", (UTF8_PASSWORD,))
+        cur.execute(f"GRANT ALL ON {DATABASE}.* TO 'utf8pw'@'localhost'")
+    try:
+        client = [
+            "mariadb",
+            "--no-defaults",
+            "-S",
+            sink.socket,
+            "-uutf8pw",
+            f"-p{UTF8_PASSWORD}",
+            "-e",
+            "SELECT 1",
+        ]
+        assert subprocess.run(client, capture_output=True).returncode == 0  # the client logs in with it
+        write_predictions(data, DATE, ["a", "é"])
+        url = sink.url(user="utf8pw", table=sink.table)
+        monkeypatch.setenv("PIPELINE_MYSQL_PASSWORD", UTF8_PASSWORD)
+        assert sink_mysql.load_partition(data, DATE, url)["rows"] == 2
+        assert len(loaded_rows(sink, DATE, sink.table)) == 2
+
+        monkeypatch.delenv("PIPELINE_MYSQL_PASSWORD")
+        cnf = tmp_path / "client.cnf"
+        cnf.write_text(f"[client]\npassword = {UTF8_PASSWORD}\n", encoding="utf-8")
+        monkeypatch.setenv("PIPELINE_MYSQL_DEFAULTS_FILE", str(cnf))
+        assert sink_mysql.load_partition(data, DATE, url)["skipped"]  # logged in, found the rows loaded
+        cnf.write_bytes(f"[client]\npassword = {UTF8_PASSWORD}\n".encode("latin-1"))
+        with pytest.raises(
+            SinkError, match=r"client.cnf: the MySQL option file is not UTF-8 \(byte 21\); hint"
+        ):
+            sink_mysql.load_partition(data, DATE, url)
+    finally:
+        sink.sql("DROP USER 'utf8pw'@'localhost'", database="mysql")
+
+
+ODD_TABLES = [
+    "my table",
+    "back`tick",
+    "50% off",
+    "dots.and/slash\\",
+    "中文 é",
+    "victim`#",
+    "x`; DROP TABLE victim; --",
+]
+
+
+def test_any_name_mysql_accepts_loads_and_an_injection_in_a_name_is_harmless(sink, data):
+    write_predictions(data, DATE, ["a", "b", "c"])
+    sink.sql(
+        "CREATE DATABASE `odd-db` CHARACTER SET utf8mb4; GRANT ALL ON `odd-db`.* TO 'pipeline'@'localhost'; "
+        "CREATE TABLE `odd-db`.victim (i INT); INSERT INTO `odd-db`.victim VALUES (1);",
+        database="mysql",
+    )
+    root = pymysql.connect(
+        user="root", unix_socket=sink.socket, database="odd-db", charset="utf8mb4", autocommit=True
+    )
+    try:
+        for i, table in enumerate(ODD_TABLES):
+            name = urllib.parse.quote(table, safe="")
+            first = sink_mysql.load_partition(
+                data, DATE, sink.url(database="odd%2Ddb", table=name), method="insert" if i % 2 else "infile"
+            )
+            again = sink_mysql.load_partition(data, DATE, sink.url(database="odd-db", table=name))
+            assert not first["skipped"] and again["skipped"]  # odd%2Ddb is odd-db: the same table
+            with root.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM `" + table.replace("`", "``") + "`")  # no args: no %-format
+                assert cur.fetchone() == (3,), table
+        with root.cursor() as cur:
+            cur.execute("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'odd-db'")
+            assert {t for (t,) in cur.fetchall()} == {*ODD_TABLES, "victim"}  # each name as given
+            cur.execute("SELECT i FROM victim")
+            assert cur.fetchall() == ((1,),)  # the injection attempts touched nothing else
+
+        for database, table, said in (
+            ("%23mysql50%23x", "t", "this server does not accept the database name (1102: "),
+            ("odd-db", "%23mysql50%23t", "this server does not accept the table name (1103: "),
+        ):
+            with pytest.raises(SinkError, match=rf"{re.escape(said)}.*; hint: name another"):
+                sink_mysql.load_partition(data, DATE, sink.url(database=database, table=table))
+    finally:
+        root.close()
+        sink.sql("DROP DATABASE `odd-db`", database="mysql")
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        (
+            "/a%20",
+            "the database name 'a ' ends with ' ', and MySQL does not allow a space character at the end",
+        ),
+        (
+            "/db?table=t%09",
+            "the table name 't\\t' ends with '\\t', and MySQL does not allow a space character",
+        ),
+        ("/" + "x" * 65, f"the database name '{'x' * 64}...' has 65 characters, MySQL allows 1 to 64"),
+        ("/db?table=", "the table name '' has 0 characters, MySQL allows 1 to 64"),
+        ("", "the database name '' has 0 characters, MySQL allows 1 to 64"),
+        (
+            "/a%00b",
+            "the database name 'a\\x00b' holds '\\x00', which MySQL does not allow in a name (U+0000, or",
+        ),
+        ("/db?table=%F0%9F%98%80", "the table name '😀' holds '😀', which MySQL does not allow in a name"),
+        ("/%FF", "a name or parameter is not UTF-8 text; hint: percent-encode it as UTF-8"),
+    ],
+)
+def test_a_name_mysql_refuses_is_refused_before_connecting(where, said):
+    with pytest.raises(SinkError) as e:
+        mysql_client.parse_url(f"mysql://u@h{where}")
+    assert str(e.value).startswith(f"mysql:// URL: {said}") and "; hint: " in str(e.value)
+
+
+def test_names_in_the_url_are_percent_decoded_as_utf8():
+    t = mysql_client.parse_url("mysql://l%C3%A4der@h/odd%2Ddb?table=a%60b+c%2B%25")
+    assert (t.user, t.database, t.table) == ("läder", "odd-db", "a`b c+%")
+    assert mysql_client.parse_url("mysql://u@h/odd-db").database == "odd-db"

@@ -15,6 +15,7 @@
     pipeline [--data-dir DIR] serve [--cron "0 2 * * *"]
     pipeline [--data-dir DIR] models [promote VERSION | rollback | history]
     pipeline [--data-dir DIR] models export [VERSION] [--format onnx|pt2] [--out DIR]
+    pipeline [--data-dir DIR] gc [--dry-run] [--config FILE] [--set retention.KEY=VALUE ...]
     pipeline config [--config FILE] [--set KEY=VALUE ...] [--schema]
 
 `--to` and `[export] mysql_url` / `$PIPELINE_MYSQL_URL` load into MySQL (pipeline/sink_mysql.py); the
@@ -165,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     m = moves.add_parser("rollback", help="`latest` back to the version it was before its last move")
     m.add_argument("--why", help="recorded in models/history.jsonl")
     moves.add_parser("history", help="every move of `latest`: when, who, from, to, why")
+
+    s = sub.add_parser(
+        "gc", help="remove what [retention] names: old nights' outputs, unused models, leftovers"
+    )
+    s.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
+    _add_config_arguments(s, "retention.days=30")
     return p
 
 
@@ -172,7 +179,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser, example: str) -> None
     parser.add_argument(
         "--config",
         type=Path,
-        help="TOML file with [vocab] [model] [train] [pretrain] [score] [export] [report] tables",
+        help="TOML file with [vocab] [model] [train] [pretrain] [score] [export] [report] [retention] tables",
     )
     parser.add_argument(
         "--set",
@@ -203,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         root.mkdir(parents=True, exist_ok=True)
         configure_environment(root)
-        if args.command != "models" or args.models_command in ("export", "promote", "rollback"):
+        listing = args.command == "models" and args.models_command not in ("export", "promote", "rollback")
+        if not listing and args.command != "gc":  # gc is how a full data directory gets room
             storage.check_writable(root)  # a full or read-only data directory: say so before Prefect starts
         result = _dispatch(args, str(root))
     except PipelineError as e:
@@ -238,6 +246,11 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
         return _models(args, lake.DataDir.at(root))
     if args.command == "report":
         return _report(args, lake.DataDir.at(root))
+    if args.command == "gc":  # plain functions, no Prefect
+        from pipeline import retention
+
+        policy = load_config(args.config, args.overrides).retention
+        return retention.collect_garbage(lake.DataDir.at(root), policy, dry_run=args.dry_run)
 
     # the configuration and $PIPELINE_MYSQL_URL are checked before Prefect starts: errors come fast
     cfg = load_config(args.config, args.overrides) if hasattr(args, "overrides") else PipelineConfig()
@@ -296,6 +309,7 @@ def _dispatch(args: argparse.Namespace, root: str) -> str | None:
             cfg.score,
             runner=args.runner,
             concurrency=args.concurrency,
+            retention=cfg.retention,
         )
         return _table(night)
     if args.command == "backfill":
@@ -387,7 +401,8 @@ def _brief(m: dict[str, Any], keys: list[str]) -> str:
 def _table(summary: dict[str, Any]) -> str:
     from pipeline.nightly import summary_markdown
 
-    return f"{summary_markdown(summary)}\nsummary: {summary['path']}"
+    gc = f"\n{summary['gc']}" if summary.get("gc") else ""  # `run` with retention.after_run
+    return f"{summary_markdown(summary)}\nsummary: {summary['path']}{gc}"
 
 
 if __name__ == "__main__":

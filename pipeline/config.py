@@ -25,9 +25,9 @@ from pipeline.model import ModelConfig
 from pipeline.settings import build, json_schema, setting, settings
 from pipeline.vocab import VocabConfig
 
-# Sections that decide how a model's predictions are computed, where they go or how they are read,
-# never the weights: they are no part of a model's version (`model_settings`).
-NOT_IN_MODEL_VERSION = ("score", "export", "report")
+# Sections that decide how a model's predictions are computed, where they go, how they are read or how long
+# they are kept, never the weights: they are no part of a model's version (`model_settings`).
+NOT_IN_MODEL_VERSION = ("score", "export", "report", "retention")
 
 
 @settings
@@ -125,6 +125,27 @@ class ReportConfig:
 
 
 @settings
+class RetentionConfig:
+    """What `pipeline gc` removes (`pipeline/retention.py`), and whether `run` applies it."""
+
+    days: int = setting(
+        90,
+        "predictions, exports and reports of nights this many days or more before the newest night "
+        "are removed (the lake keeps every night's rows)",
+        ge=1,
+    )
+    models: int = setting(
+        5,
+        "the last N distinct versions in models/history.jsonl are kept; so are `latest` and the models "
+        "that kept nights were scored with",
+        ge=0,
+    )
+    after_run: bool = setting(
+        False, "`run` applies this policy after a successful night (off: only `pipeline gc` removes)"
+    )
+
+
+@settings
 class PipelineConfig:
     vocab: VocabConfig = field(default_factory=VocabConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -133,6 +154,7 @@ class PipelineConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 SECTIONS: dict[str, type] = typing.get_type_hints(PipelineConfig)  # section name -> its settings class
@@ -187,8 +209,9 @@ def to_dict(cfg: PipelineConfig) -> dict[str, Any]:
 
 def model_settings(cfg: PipelineConfig) -> dict[str, Any]:
     """The settings a model is made from (part of its version): all but `NOT_IN_MODEL_VERSION`: `[score]`
-    (how predictions are computed: batch size, workers, precision), `[report]`, which only reads them, and
-    `[export]`, which says where they are loaded; changing any of those never retrains."""
+    (how predictions are computed: batch size, workers, precision), `[report]`, which only reads them,
+    `[export]`, which says where they are loaded, and `[retention]`, which says when they are removed;
+    changing any of those never retrains."""
     return {k: v for k, v in to_dict(cfg).items() if k not in NOT_IN_MODEL_VERSION}
 
 

@@ -45,12 +45,17 @@ def find_exporter() -> Path:
     raise ExportError(msg)
 
 
+def is_export_temporary(name: str) -> bool:
+    """The exporter's `.NAME.tmp-*` or our `.NAME.run-*`: stale unless an export holds the date's lock."""
+    return name.startswith(".") and (".tmp-" in name or ".run-" in name)
+
+
 def _drop_stale_outputs(out_dir: Path) -> None:
-    """Temporary files of exports cut by a crash: the exporter's `.NAME.tmp-*` and our `.NAME.run-*`."""
+    """Temporary files of exports cut by a crash (`is_export_temporary`)."""
     if not out_dir.is_dir():
         return
     for p in out_dir.iterdir():
-        if p.name.startswith(".") and (".tmp-" in p.name or ".run-" in p.name) and p.is_file():
+        if is_export_temporary(p.name) and p.is_file():
             p.unlink(missing_ok=True)
 
 

@@ -23,8 +23,9 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from pipeline import corpus, demo, drift, lake, mysql_client, nightly, nightreport, score, scoreunits, storage
 from pipeline import evaluate as evaluate_stage
 from pipeline import ingest as ingest_stage
+from pipeline import retention as retention_stage
 from pipeline import train as train_stage
-from pipeline.config import PipelineConfig, ReportConfig, ScoreConfig, load_config
+from pipeline.config import PipelineConfig, ReportConfig, RetentionConfig, ScoreConfig, load_config
 from pipeline.errors import DriftError, ExportError, PipelineError
 from pipeline.promotion import Promote
 
@@ -147,6 +148,12 @@ def summarize_night_task(root: str, date: str, cfg: ReportConfig) -> dict[str, A
 def night_report_task(root: str, date: str, cfg: ReportConfig) -> str:
     with storage.storage_errors(Path(root), f"writing the report of {date}"):
         return str(nightreport.write_night_report(_data(root), date, cfg).relative_to(root))
+
+
+@task(name="gc", cache_policy=NO_CACHE)
+def gc_task(root: str, policy: RetentionConfig, date: str) -> str:
+    """What `pipeline gc` does, keeping the night just run whatever its date."""
+    return retention_stage.collect_garbage(_data(root), policy, keep_dates=[date])
 
 
 @task(name="generate-corpus", cache_policy=NO_CACHE)
@@ -325,10 +332,12 @@ def nightly_flow(
     report: ReportConfig | None = None,
     score: ScoreConfig | None = None,
     workers: int = 0,
+    retention: RetentionConfig | None = None,
 ) -> dict[str, Any]:
     """Ingest `raw/<date>/` (default: today, UTC), score with the `latest` model, export, report; also load
     into MySQL when `$PIPELINE_MYSQL_URL` or `mysql_url` (`[export] mysql_url`) names a table. With
-    `workers`, the date's sources are read and its shards scored on the task runner's workers."""
+    `workers`, the date's sources are read and its shards scored on the task runner's workers. With
+    `retention.after_run`, a night that succeeded ends with `pipeline gc`."""
     t0, cfg, score = time.perf_counter(), report or ReportConfig(), score or ScoreConfig()
     date = lake.parse_date(date or dt.datetime.now(dt.UTC).date().isoformat())
     url = mysql_client.resolve_url(mysql_url)
@@ -344,6 +353,8 @@ def nightly_flow(
     _report_pages(root, [day], cfg)
     summary = _publish_summary(root, "nightly", [day], t0)
     _check_drift(summary, cfg)
+    if retention is not None and retention.after_run:
+        summary["gc"] = gc_task(root, retention, date)
     return summary
 
 
@@ -420,10 +431,11 @@ def run_nightly(
     *,
     runner: str = "local",
     concurrency: int = 2,
+    retention: RetentionConfig | None = None,
 ) -> dict[str, Any]:
     """`nightly_flow` on a runner; with `local`, exactly the one-process night it has always been."""
     on_runner, workers = _on_runner(nightly_flow, runner, concurrency)
-    return on_runner(root, date, mysql_url, report, score, workers)
+    return on_runner(root, date, mysql_url, report, score, workers, retention)
 
 
 def serve_nightly(root: str, *, cron: str = "0 2 * * *", name: str = "nightly") -> None:

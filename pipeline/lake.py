@@ -167,7 +167,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-_ATOMIC_TMP = re.compile(r"\..+\.tmp-[0-9a-f]{8}")  # fullmatch
+ATOMIC_TMP = re.compile(r"\..+\.tmp-[0-9a-f]{8}")  # fullmatch
 
 
 @contextmanager
@@ -201,7 +201,7 @@ def sweep_temporaries(folder: Path) -> list[Path]:
     """
     removed = []
     try:
-        names = [n for n in os.listdir(folder) if _ATOMIC_TMP.fullmatch(n)]
+        names = [n for n in os.listdir(folder) if ATOMIC_TMP.fullmatch(n)]
     except FileNotFoundError:
         return removed
     for name in names:
@@ -265,13 +265,16 @@ def publish_dir(final: Path) -> Iterator[Path]:
     """Yield an empty hidden folder beside `final`; on success it replaces `final` as a whole.
 
     The swap is two renames (old -> hidden backup, new -> final). A crash between them leaves
-    `final` missing and the backup present; `recover_dir` puts the backup back.
+    `final` missing and the backup present; `recover_dir` puts the backup back. The new folder is
+    `flock`ed until the publish is over (backup removed), so a leftover nobody holds was cut by a crash.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(final)
     token = uuid.uuid4().hex[:8]
     tmp = final.with_name(f".{final.name}.tmp-{token}")
     tmp.mkdir()
+    held = os.open(tmp, os.O_RDONLY)  # see above; `pipeline gc` leaves a held folder alone
+    fcntl.flock(held, fcntl.LOCK_EX)
     try:
         yield tmp
         for f in tmp.iterdir():
@@ -286,6 +289,7 @@ def publish_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(backup, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(held)
 
 
 def recover_dir(final: Path) -> None:

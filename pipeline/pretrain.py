@@ -187,20 +187,21 @@ def pretrain_on_lake(
         log.info("pretraining word vectors on %d lake texts (%d tokens)", len(texts), len(ids))
         data.pretrain.mkdir(parents=True, exist_ok=True)
         checkpoint = data.pretrain / f".ckpt-{key}.pt"
-        result = pretrain_embeddings(
-            ids,
-            offsets,
-            len(vocab),
-            cfg.model.embed_dim,
-            epochs=p.epochs,
-            window=p.window,
-            negatives=p.negatives,
-            subsample=p.subsample,
-            lr=p.lr,
-            batch_size=p.batch_size,
-            seed=cfg.train.seed,
-            checkpoint=checkpoint,
-        )
+        with lake.locked(data, f"pretrain-{key}"):  # `pipeline gc` leaves its checkpoint alone
+            result = pretrain_embeddings(
+                ids,
+                offsets,
+                len(vocab),
+                cfg.model.embed_dim,
+                epochs=p.epochs,
+                window=p.window,
+                negatives=p.negatives,
+                subsample=p.subsample,
+                lr=p.lr,
+                batch_size=p.batch_size,
+                seed=cfg.train.seed,
+                checkpoint=checkpoint,
+            )
         # one metadata key: safetensors keeps metadata in a hash map, whose order (and so the file's bytes)
         # would change from run to run with several
         meta = json.dumps({"losses": result.losses, "texts": len(texts), "pairs": result.pairs})

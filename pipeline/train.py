@@ -70,8 +70,9 @@ def train(
         decision = promotion.after_training(data, p.version, promote=promote)
         return {"version": p.version, "skipped": True, "promotion": decision, **_summary(folder)}
     save_vocab(p.vocab, data.vocab)
-    fitted = fit_model(data, p)
-    publish_model(folder, p, fitted)
+    with lake.locked(data, f"train-{p.version}"):  # `pipeline gc` leaves its checkpoint and folder alone
+        fitted = fit_model(data, p)
+        publish_model(folder, p, fitted)
     decision = promotion.after_training(data, p.version, promote=promote)
     fitted.checkpoint.unlink(missing_ok=True)
     m = fitted.metrics

@@ -14,6 +14,7 @@ COMMANDS = [
     "report",
     "serve",
     "models",
+    "gc",
 ]
 
 

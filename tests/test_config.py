@@ -100,6 +100,18 @@ def test_score_settings_are_not_part_of_a_models_settings():
     assert model_settings(load_config(None, ["pretrain.epochs=3"])) != model_settings(PipelineConfig())
 
 
+def test_retention_is_off_by_default_and_not_part_of_a_models_settings():
+    from pipeline.config import model_settings
+
+    assert (PipelineConfig().retention.days, PipelineConfig().retention.models) == (90, 5)
+    assert PipelineConfig().retention.after_run is False  # an upgrade never starts deleting on its own
+    cfg = load_config(None, ["retention.days=7", "retention.models=0", "retention.after_run=true"])
+    assert (cfg.retention.days, cfg.retention.models, cfg.retention.after_run) == (7, 0, True)
+    assert model_settings(cfg) == model_settings(PipelineConfig())  # how long outputs stay never retrains
+    with pytest.raises(ConfigError, match=r"`retention\.days`: input should be greater than or equal to 1"):
+        load_config(None, ["retention.days=0"])
+
+
 def test_bad_toml_names_the_file(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text("[model\n")

@@ -10,8 +10,9 @@ The policy (`[retention]` in pipeline/config.py) names three things:
   (its predictions' or exports' manifest, its summary). Its evaluations, `reports/<version>/`, go too;
 - leftovers of work that is not running: training checkpoints (`models/.ckpt-V.pt`, `pretrain/.ckpt-K.pt`;
   a training holds the lock `train-V`, a pretraining `pretrain-K`), atomic temporary files and
-  half-published folders whose `flock` nobody holds (`lake.atomic_path`, `lake.publish_dir`), and a cut
-  scoring job's folder or an export's staged files while nobody holds the date's lock.
+  half-published folders whose `flock` nobody holds (`lake.atomic_path`, `lake.publish_dir`), an
+  export's staged files while nobody holds the date's lock, and a cut scoring job's folder when its night
+  goes (a newer one is what a failed night resumes from).
 
 Never: `raw/`, the lake, vocabularies, pretrained vectors, `state/`, `runs/`; a file the pipeline did not
 write (a folder written file by file, `exports/date=D` or `reports/date=D`, loses only the pipeline's
@@ -336,7 +337,7 @@ def _leftovers(
             folder = Path(here)
             for name in list(dirs):
                 p = folder / name
-                r = None if p.is_symlink() else _leftover_folder(data, p, seen, left)
+                r = None if p.is_symlink() else _leftover_folder(data, p, old, seen, left)
                 if r is not None:
                     out.append(r)
                 if r is not None or p in whole or p.is_symlink():
@@ -349,10 +350,13 @@ def _leftovers(
 
 
 def _leftover_folder(
-    data: lake.DataDir, p: Path, seen: set[tuple[int, int]], left: list[tuple[Path, str]]
+    data: lake.DataDir, p: Path, old: set[str], seen: set[tuple[int, int]], left: list[tuple[Path, str]]
 ) -> Removal | None:
     job = _JOB.fullmatch(p.name)
     if job and p.parent == data.root / "predictions":
+        if job[1] not in old:  # what a failed night resumes from: it goes only with its night
+            left.append((p, f"a cut scoring job; `pipeline score --date {job[1]}` resumes it"))
+            return None
         if not _lock_free(data, f"date-{job[1]}"):
             return None  # that night is being scored
         why = "a cut scoring job (nothing is scoring that night)"

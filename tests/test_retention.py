@@ -190,8 +190,9 @@ def test_gc_leaves_what_the_pipeline_did_not_write_and_what_is_running(nights, c
         put(data.models / "incomplete" / "config.json", "{}"),
         put(data.report("2099-01-01") / "notes.txt"),  # no night of the pipeline's: not the newest night
     ]
+    resumable = put(data.root / "predictions" / f".date=2026-03-29.job-{'1' * 12}" / "part-00000.arrow")
     stale = [
-        put(data.root / "predictions" / f".date=2026-03-29.job-{'1' * 12}" / "part-00000.arrow"),
+        put(data.root / "predictions" / f".date=2026-03-02.job-{'1' * 12}" / "part-00000.arrow"),
         put(data.texts("2026-03-30").parent / ".date=2026-03-30.tmp-0123abcd" / "part-00000.parquet"),
         put(data.root / "state" / "ingest" / ".2026-03-30.json.tmp-89abcdef"),
         put(data.models / f".ckpt-{'f' * 12}.pt", b"c" * 5000),
@@ -208,7 +209,7 @@ def test_gc_leaves_what_the_pipeline_did_not_write_and_what_is_running(nights, c
         assert gc(data) == 0
         assert publishing.is_dir()  # a publish in progress
     out = capsys.readouterr().out
-    assert all(p.exists() for p in [*foreign, held_ckpt, held_tmp, only_copy])
+    assert all(p.exists() for p in [*foreign, held_ckpt, held_tmp, only_copy, resumable])
     assert not any(p.exists() for p in stale)
     assert (data.exports("2026-03-01") / "notes.txt").exists()
     assert not (data.exports("2026-03-01") / "predictions.ndjson").exists()
@@ -217,6 +218,7 @@ def test_gc_leaves_what_the_pipeline_did_not_write_and_what_is_running(nights, c
         "training checkpoints:\n  models/.ckpt-ffffffffffff.pt  5.0 kB  left by a training that is not" in out
     )
     assert "  models/my-experiments  not a model folder the pipeline wrote" in out
+    assert f"  predictions/.date=2026-03-29.job-{'1' * 12}  a cut scoring job; `pipeline score" in out
     assert "  exports/date=2026-03-01/notes.txt  not written by the pipeline" in out
     assert "  predictions/.date=2026-03-31.old-0123abcd  the only copy of date=2026-03-31" in out
     # the lake, raw files, stamps, runs and vocabularies are never touched

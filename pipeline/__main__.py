@@ -194,6 +194,18 @@ def configure_environment(root: Path) -> None:
     logging.getLogger("pipeline").setLevel(logging.INFO)  # stage progress, surfaced by Prefect
 
 
+def make_data_dir(root: Path) -> None:
+    """Create the data directory if it is not there; a file (or a file on the way to it) is an error."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        msg = (
+            f"{root}: --data-dir is not a folder (a file is in the way); "
+            "hint: pass a folder, or a path where one can be made (default: $PIPELINE_DATA_DIR or ./data)"
+        )
+        raise PipelineError(msg) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = args.data_dir.resolve()
@@ -201,10 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":  # reads no data directory
             print(_config(args))
             return 0
-        root.mkdir(parents=True, exist_ok=True)
+        make_data_dir(root)
         configure_environment(root)
         if args.command != "models" or args.models_command in ("export", "promote", "rollback"):
             storage.check_writable(root)  # a full or read-only data directory: say so before Prefect starts
+            lake.lock_timeout()  # $PIPELINE_LOCK_TIMEOUT is checked here too: before Prefect starts
         result = _dispatch(args, str(root))
     except PipelineError as e:
         print(f"pipeline: error: {e}", file=sys.stderr)

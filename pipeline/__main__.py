@@ -158,7 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     m = moves.add_parser("export", help="write a model version as a standalone ONNX or torch.export folder")
     m.add_argument("version", nargs="?", type=_model_name, default="latest", help="(default: latest)")
     m.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
-    m.add_argument("--out", type=Path, help="folder to write (default: models/VERSION/exports/FORMAT)")
+    m.add_argument(
+        "--out",
+        type=Path,
+        help="folder to write, outside the data directory: new, empty or a previous export of this format "
+        "(default: models/VERSION/exports/FORMAT)",
+    )
     m = moves.add_parser("promote", help="make VERSION `latest`")
     m.add_argument("version", type=_model_name, metavar="VERSION")
     m.add_argument("--why", help="recorded in models/history.jsonl")

@@ -290,7 +290,7 @@ def check_export_folder(out: Path, fmt: Format, *, data_root: Path, default: Pat
     hint = f"hint: give --out a new or empty folder, or a previous {fmt} export to replace"
     if where == default.resolve():
         return where
-    if where == root or root.is_relative_to(where):
+    if root.is_relative_to(where):
         msg = f"{out}: the data directory or a folder that holds it ({root}); nothing was written; {hint}"
         raise PipelineError(msg)
     if where.is_relative_to(root):

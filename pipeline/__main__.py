@@ -159,7 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     m = moves.add_parser("export", help="write a model version as a standalone ONNX or torch.export folder")
     m.add_argument("version", nargs="?", type=_model_name, default="latest", help="(default: latest)")
     m.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
-    m.add_argument("--out", type=Path, help="folder to write (default: models/VERSION/exports/FORMAT)")
+    m.add_argument(
+        "--out",
+        type=Path,
+        help="folder to write, outside the data directory: new, empty or a previous export of this format "
+        "(default: models/VERSION/exports/FORMAT)",
+    )
     m = moves.add_parser("promote", help="make VERSION `latest`")
     m.add_argument("version", type=_model_name, metavar="VERSION")
     m.add_argument("--why", help="recorded in models/history.jsonl")
@@ -201,6 +206,18 @@ def configure_environment(root: Path) -> None:
     logging.getLogger("pipeline").setLevel(logging.INFO)  # stage progress, surfaced by Prefect
 
 
+def make_data_dir(root: Path) -> None:
+    """Create the data directory if it is not there; a file (or a file on the way to it) is an error."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        msg = (
+            f"{root}: --data-dir is not a folder (a file is in the way); "
+            "hint: pass a folder, or a path where one can be made (default: $PIPELINE_DATA_DIR or ./data)"
+        )
+        raise PipelineError(msg) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = args.data_dir.resolve()
@@ -208,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":  # reads no data directory
             print(_config(args))
             return 0
-        root.mkdir(parents=True, exist_ok=True)
+        make_data_dir(root)
         configure_environment(root)
         listing = args.command == "models" and args.models_command not in ("export", "promote", "rollback")
         if not listing and args.command != "gc":  # gc is how a full data directory gets room
             storage.check_writable(root)  # a full or read-only data directory: say so before Prefect starts
+            lake.lock_timeout()  # $PIPELINE_LOCK_TIMEOUT is checked here too: before Prefect starts
         result = _dispatch(args, str(root))
     except PipelineError as e:
         print(f"pipeline: error: {e}", file=sys.stderr)

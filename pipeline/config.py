@@ -162,19 +162,24 @@ SECTIONS: dict[str, type] = typing.get_type_hints(PipelineConfig)  # section nam
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> PipelineConfig:
     """Defaults <- TOML file <- `section.key=value` overrides (each checked where it comes from)."""
+    try:
+        return _load_config(path, overrides or [])
+    except RecursionError:  # tomllib (and a validator) recurse once per nested table or array
+        where = f"{path} with --set" if path and overrides else str(path) if path else "--set"
+        msg = (
+            f"{where}: its tables or arrays nest too deeply to read; "
+            "hint: a setting is a plain value (a number, a string, true or false, a flat list)"
+        )
+        raise ConfigError(msg) from None
+
+
+def _load_config(path: Path | None, overrides: list[str]) -> PipelineConfig:
     raw: dict[str, dict[str, Any]] = {}
     if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            msg = f"{path}: config file not found"
-            raise ConfigError(msg) from None
-        except tomllib.TOMLDecodeError as e:
-            msg = f"{path}: not valid TOML ({e})"
-            raise ConfigError(msg) from None
+        raw = _read_toml(path)
         from_dict(raw, source=str(path))
     sets: dict[str, dict[str, Any]] = {}
-    for item in overrides or []:
+    for item in overrides:
         key, sep, value = item.partition("=")
         section, dot, name = key.strip().partition(".")
         if not sep or not dot:
@@ -185,6 +190,24 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
     for section, values in sets.items():
         raw[section] = {**raw.get(section, {}), **values}
     return from_dict(raw, source=f"{path} with --set" if path and sets else str(path) if path else "--set")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    hint = "hint: --config takes a TOML file, UTF-8 text; `pipeline config` prints one to start from"
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"{path}: config file not found; hint: check the path given to --config"
+    except IsADirectoryError:
+        msg = f"{path}: a folder, not a config file; {hint}"
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        msg = f"{path}: not UTF-8 text (line {line}, byte {e.start}: 0x{e.object[e.start]:02x}); {hint}"
+    except OSError as e:
+        msg = f"{path}: cannot read it ({e.strerror}); {hint}"
+    except tomllib.TOMLDecodeError as e:
+        msg = f"{path}: not valid TOML ({e}); hint: mend the line and column it names"
+    raise ConfigError(msg)
 
 
 def from_dict(raw: dict[str, Any], *, source: str = "config") -> PipelineConfig:

@@ -97,6 +97,7 @@ def export_partition(
     out = out_dir / f"predictions.{fmt}"
     inputs = {"shards": [s["sha256"] for s in pm["shards"]], "format": fmt, "fields": list(fields)}
     manifest_path = out_dir / f"_manifest.{fmt}.json"
+    lake.make_dir(out_dir)  # a real folder: the exporter writes into it, and stale files are removed from it
     _drop_stale_outputs(out_dir)
     if out.is_file() and manifest_path.is_file():
         m = lake.read_json(manifest_path)
@@ -104,7 +105,6 @@ def export_partition(
             log.info("export for %s is up to date; nothing to do", date)
             return {**m, "skipped": True}
     exporter = find_exporter()
-    out_dir.mkdir(parents=True, exist_ok=True)
     # The exporter writes a name of its own; only this process (holding the date's lock) renames it
     # onto `out`. An exporter orphaned by a killed run can then never overwrite a newer export.
     staged = out_dir / f".{out.name}.run-{uuid.uuid4().hex[:8]}"

@@ -21,6 +21,11 @@ reader never sees a half-written partition and a crash leaves the previous one i
 leaves (a temporary file, a half-swapped folder) is removed by the next write there. A full or
 read-only file system is reported by `storage.py`.
 
+Writes stay inside the data directory: a folder written into in place (`make_dir`, `atomic_path`) that
+is a symbolic link is refused, and a published folder that is a link is replaced as a link (its target
+is never touched). Only names the pipeline writes (`.NAME.tmp-XXXXXXXX`, `.NAME.old-XXXXXXXX`) are ever
+removed as leftovers.
+
 `DataDir` names every folder; the stages name the files inside their own folders (a partition's part
 files in `ingest`, a scoring job's shards and its hidden job folder in `shardjob.py`, an evaluation's
 metrics in `evaluate.py`) and write them with the primitives here.
@@ -32,6 +37,8 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
+import math
 import os
 import re
 import shutil
@@ -44,8 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import DamagedFileError, InputError, PipelineError
+from pipeline.errors import ConfigError, DamagedFileError, InputError, PipelineError
 from pipeline.storage import STORAGE_ERRNOS
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "_manifest.json"
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # fullmatch: `$` would let a trailing newline in
@@ -159,6 +168,22 @@ class DataDir:
 # ---------------------------------------------------------------------------- atomic files
 
 
+def make_dir(folder: Path) -> Path:
+    """Create `folder` (and its parents) if needed, and return it; refuse one that is a symbolic link.
+
+    Files are written into such a folder in place (atomic files, the exporter's output), so a link there
+    (`reports/date=D -> /elsewhere`) would carry the writes outside the data directory.
+    """
+    if folder.is_symlink():
+        msg = (
+            f"{folder}: a symbolic link, not a folder; the pipeline never writes through a link; "
+            "hint: remove the link (what it points at is left as it is) and run again"
+        )
+        raise PipelineError(msg)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -178,7 +203,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     that a writer killed mid-way (even by SIGKILL) leaves a file nobody holds: the next atomic write
     into the same folder removes it (`sweep_temporaries`). On any error the temporary is removed.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dir(path.parent)
     sweep_temporaries(path.parent)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
@@ -265,8 +290,10 @@ def publish_dir(final: Path) -> Iterator[Path]:
     """Yield an empty hidden folder beside `final`; on success it replaces `final` as a whole.
 
     The swap is two renames (old -> hidden backup, new -> final). A crash between them leaves
-    `final` missing and the backup present; `recover_dir` puts the backup back. The new folder is
-    `flock`ed until the publish is over (backup removed), so a leftover nobody holds was cut by a crash.
+    `final` missing and the backup present; `recover_dir` puts the backup back. A `final` that is a
+    symbolic link is replaced as a link: renamed aside and unlinked, what it points at never touched.
+    The new folder is `flock`ed until the publish is over (backup removed), so a leftover nobody holds
+    was cut by a crash.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(final)
@@ -282,11 +309,11 @@ def publish_dir(final: Path) -> Iterator[Path]:
                 os.fsync(fh.fileno())
         fsync_dir(tmp)
         backup = final.with_name(f".{final.name}.old-{token}")
-        if final.exists():
+        if os.path.lexists(final):
             os.rename(final, backup)
         os.rename(tmp, final)
         fsync_dir(final.parent)
-        shutil.rmtree(backup, ignore_errors=True)
+        _remove_ours(backup)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         os.close(held)
@@ -296,12 +323,22 @@ def recover_dir(final: Path) -> None:
     """Undo a publish that crashed between its two renames, and drop stale temporary folders."""
     if not final.parent.is_dir():
         return
-    backups = sorted(final.parent.glob(f".{final.name}.old-*"))
-    if backups and not final.exists():
+    ours = re.compile(rf"\.{re.escape(final.name)}\.(old|tmp)-[0-9a-f]{{8}}")  # fullmatch: names we write
+    found = sorted((m.group(1), n) for n in os.listdir(final.parent) if (m := ours.fullmatch(n)))
+    backups = [final.parent / n for kind, n in found if kind == "old"]
+    if backups and not os.path.lexists(final):
         os.rename(backups[-1], final)
         backups = backups[:-1]
-    for p in [*backups, *final.parent.glob(f".{final.name}.tmp-*")]:
-        shutil.rmtree(p, ignore_errors=True)
+    for p in [*backups, *(final.parent / n for kind, n in found if kind == "tmp")]:
+        _remove_ours(p)
+
+
+def _remove_ours(path: Path) -> None:
+    """Remove a leftover of `publish_dir`: a folder, or a link that stood in its place (the link alone)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def read_manifest(folder: Path) -> dict[str, Any] | None:
@@ -346,16 +383,36 @@ def list_files(folder: Path, suffix: str) -> list[Path]:
 # ---------------------------------------------------------------------------- locks
 
 
+LOCK_NOTE_SECONDS = 30.0  # a run waiting for a lock says so at once, then this often
+
+
+def lock_timeout() -> float:
+    """`$PIPELINE_LOCK_TIMEOUT`: seconds to wait for a held lock (default 600), finite and >= 0."""
+    text = os.environ.get("PIPELINE_LOCK_TIMEOUT", "600")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        msg = (
+            f"PIPELINE_LOCK_TIMEOUT={text!r}: not a finite number of seconds >= 0; "
+            "hint: set it to e.g. 600 (how long a run waits for another on the same date), or unset it"
+        )
+        raise ConfigError(msg)
+    return value
+
+
 @contextmanager
 def locked(data: DataDir, name: str, *, timeout: float | None = None) -> Iterator[None]:
     """Hold an exclusive lock `name` (e.g. `date-2026-01-01`) for the duration of the block.
 
     A second run that wants the same partition waits up to `timeout` seconds (default
-    `$PIPELINE_LOCK_TIMEOUT` or 600), then fails with an error naming the holder. The lock is an
-    `flock` on a file under `state/locks/`: the kernel releases it when the holder dies, even by SIGKILL.
+    `$PIPELINE_LOCK_TIMEOUT` or 600), saying so with the holder's pid at once and every
+    `LOCK_NOTE_SECONDS`, then fails with an error naming the holder. The lock is an `flock` on a file
+    under `state/locks/`: the kernel releases it when the holder dies, even by SIGKILL.
     """
     if timeout is None:
-        timeout = float(os.environ.get("PIPELINE_LOCK_TIMEOUT", "600"))
+        timeout = lock_timeout()
     path = data.lock_file(name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -368,19 +425,30 @@ def locked(data: DataDir, name: str, *, timeout: float | None = None) -> Iterato
     else:
         holder_noted = True
     try:
-        deadline = time.monotonic() + timeout
+        start = time.monotonic()
+        deadline, note = start + timeout, start
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                now = time.monotonic()
+                if now >= deadline:
                     msg = (
-                        f"{name}: another run (pid {holder}) is writing this partition; "
+                        f"{name}: another run (pid {_holder(fd)}) is writing this partition; "
                         f"waited {timeout:.0f} s; hint: let it finish, or raise PIPELINE_LOCK_TIMEOUT"
                     )
                     raise PipelineError(msg) from None
+                if now >= note:
+                    held = "held" if note == start else f"still held, after {now - start:.0f} s,"
+                    log.warning(
+                        "%s: %s by another run (pid %s); waiting for it up to %.0f s (PIPELINE_LOCK_TIMEOUT)",
+                        name,
+                        held,
+                        _holder(fd),
+                        timeout,
+                    )
+                    note = now + LOCK_NOTE_SECONDS
                 time.sleep(0.2)
         if holder_noted:
             os.ftruncate(fd, 0)
@@ -388,3 +456,8 @@ def locked(data: DataDir, name: str, *, timeout: float | None = None) -> Iterato
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+    """The pid the lock's holder wrote into its file."""
+    return os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from pipeline import lake, registry, tokenize
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, PipelineError
 from pipeline.infer import fused_support
 from pipeline.model import TextClassifier, hash_ngrams
 from pipeline.vocab import PAD_ID, UNK_ID, encode
@@ -230,11 +230,18 @@ GOLDEN_TEXTS = [
 def export_model(
     models: Path, version: str | None = None, *, fmt: Format = "onnx", out: Path | None = None
 ) -> dict[str, Any]:
-    """Write a model version's export folder (default `models/VERSION/exports/FORMAT`); its manifest."""
+    """Write a model version's export folder (default `models/VERSION/exports/FORMAT`); its manifest.
+
+    `models` is the data directory's `models/`. An `out` of the user's must be outside the data directory
+    and either new, empty or a previous export of the same format (`check_export_folder`): an export
+    replaces only what an export wrote.
+    """
     if fmt not in FORMATS:
         msg = f"`format` must be one of {', '.join(FORMATS)}, got {fmt!r}"
         raise ModelError(msg)
     version = registry.resolve_version(models, version)
+    default = models / version / "exports" / fmt
+    out = default if out is None else check_export_folder(out, fmt, data_root=models.parent, default=default)
     lm = registry.load_model(models, version, device="cpu")
     graph = onnx_bytes(lm.model) if fmt == "onnx" else pt2_bytes(lm.model)
     cfg = lm.config
@@ -264,13 +271,63 @@ def export_model(
         "torch": torch.__version__.split("+")[0],
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
     }
-    out = out if out is not None else models / version / "exports" / fmt
     with lake.publish_dir(out) as tmp:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
         (tmp / MANIFEST).write_bytes(_json(manifest))
     log.info("model %s exported as %s into %s", version, fmt, out)
     return {**manifest, "path": str(out)}
+
+
+def check_export_folder(out: Path, fmt: Format, *, data_root: Path, default: Path) -> Path:
+    """`out`, resolved, if an export may replace it, else a `PipelineError` naming it.
+
+    It may not be the data directory, inside it (but for `default`) or above it, nor a file; a folder
+    there must be empty or a previous export of `fmt` (`is_export_folder`).
+    """
+    where = out.resolve()
+    root = data_root.resolve()
+    hint = f"hint: give --out a new or empty folder, or a previous {fmt} export to replace"
+    if where == default.resolve():
+        return where
+    if root.is_relative_to(where):
+        msg = f"{out}: the data directory or a folder that holds it ({root}); nothing was written; {hint}"
+        raise PipelineError(msg)
+    if where.is_relative_to(root):
+        msg = (
+            f"{out}: inside the data directory {root}; nothing was written; hint: leave --out out (the "
+            f"export goes to {default}), or give it a folder outside the data directory"
+        )
+        raise PipelineError(msg)
+    if where.exists() and not where.is_dir():
+        msg = f"{out}: a file, not a folder; nothing was written; {hint}"
+        raise PipelineError(msg)
+    if where.is_dir() and any(where.iterdir()) and not is_export_folder(where, fmt):
+        msg = f"{out}: holds files that no {fmt} export wrote; nothing was written; {hint}"
+        raise PipelineError(msg)
+    return where
+
+
+def is_export_folder(folder: Path, fmt: Format) -> bool:
+    """Whether `folder` holds a complete export of `fmt` and nothing else: its manifest (this format
+    version, this format) names every other file in it, each a plain file with the sha256 recorded."""
+    try:
+        m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        names = {p.name for p in folder.iterdir()}
+    except (OSError, ValueError):
+        return False
+    if not (isinstance(m, dict) and isinstance(m.get("files"), dict)):
+        return False
+    files: dict[str, Any] = m["files"]
+    if (m.get("format_version"), m.get("format")) != (EXPORT_FORMAT_VERSION, fmt) or GRAPH[fmt] not in files:
+        return False
+    if names != {*files, MANIFEST}:
+        return False
+    for name, sha in files.items():
+        p = folder / name
+        if p.is_symlink() or not p.is_file() or lake.sha256_file(p) != sha:
+            return False
+    return not (folder / MANIFEST).is_symlink()
 
 
 def list_exports(models: Path, version: str) -> list[str]:

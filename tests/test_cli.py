@@ -101,3 +101,28 @@ def test_every_runner_flag_is_checked_the_same_way(command, tmp_path, capsys):
         assert "--runner must be local, processes, dask or dask=ADDRESS" in capsys.readouterr().err
     args = build_parser().parse_args([*argv, "--runner", "dask=tcp://scheduler:8786", "--concurrency", "4"])
     assert (args.runner, args.concurrency) == ("dask=tcp://scheduler:8786", 4)
+
+
+def last_error_line(err: str) -> str:
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("pipeline: error: ") and "; hint: " in line, line
+    return line
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_data_dir_that_is_a_file_is_one_error_line(below, tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("mine")
+    root = f / below if below else f
+    assert main(["--data-dir", str(root), "models"]) == 1
+    assert last_error_line(capsys.readouterr().err).startswith(f"pipeline: error: {root}: --data-dir is not")
+    assert f.read_text() == "mine"
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-1", "inf", ""])
+def test_a_bad_lock_timeout_is_one_error_line_before_anything_runs(value, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PIPELINE_LOCK_TIMEOUT", value)
+    assert main(["--data-dir", str(tmp_path), "report", "--date", "2026-01-01"]) == 1
+    line = last_error_line(capsys.readouterr().err)
+    assert line.startswith(f"pipeline: error: PIPELINE_LOCK_TIMEOUT={value!r}: not a finite number of ")

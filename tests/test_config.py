@@ -1,4 +1,5 @@
 import json
+import re
 import tomllib
 from pathlib import Path
 
@@ -164,3 +165,36 @@ def test_pipeline_config_prints_a_file_that_reads_back_the_same(tmp_path, capsys
     assert main(["config", "--config", str(f)]) == 1
     err = capsys.readouterr().err
     assert f"{f}: unknown key `score.batch_sise`; hint: did you mean `batch_size`?" in err
+
+
+DEEP = 3000  # tables or arrays inside each other: past what a recursive reader can follow
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("latin1", r"not UTF-8 text \(line 2, byte 20: 0xe9\)"),
+        ("folder", r"a folder, not a config file"),
+        ("deep_tables", r"its tables or arrays nest too deeply to read"),
+        ("deep_arrays", r"its tables or arrays nest too deeply to read"),
+    ],
+)
+def test_an_unreadable_config_file_is_one_error_line(kind, message, tmp_path, capsys):
+    from pipeline.__main__ import main
+
+    f = tmp_path / "c.toml"
+    if kind == "latin1":
+        f.write_bytes('[report]\nnote = "café"\n'.encode("latin-1"))
+    elif kind == "folder":
+        f.mkdir()
+    elif kind == "deep_tables":
+        f.write_text("[train]\nlr = " + "{a = " * DEEP + "1" + "}" * DEEP + "\n")
+    else:
+        f.write_text("[train]\nlr = " + "[" * DEEP + "1" + "]" * DEEP + "\n")
+    assert main(["config", "--config", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert re.match(rf"pipeline: error: {re.escape(str(f))}: {message}.*; hint: ", line), line
+    with pytest.raises(ConfigError, match="nest too deeply"):
+        load_config(None, ["train.lr=" + "[" * DEEP])

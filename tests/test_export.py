@@ -54,3 +54,21 @@ def test_export_without_predictions_is_a_clear_error(data, exporter):
 
     with pytest.raises(PipelineError, match="run `pipeline score --date 2026-03-01` first"):
         export_partition(data, "2026-03-01")
+
+
+def test_an_exports_folder_that_is_a_link_is_refused_and_left_alone(scored, tmp_path):
+    """`exports/date=D` as a link: the export fails naming it; nothing is written (or removed) where it
+    points, the exporter's output included."""
+    from pipeline.errors import PipelineError
+
+    target = tmp_path / "outside"
+    target.mkdir()
+    (target / "predictions.ndjson").write_text("mine\n")
+    (target / ".predictions.ndjson.run-0dead000").write_text("mine too\n")  # named like a leftover of ours
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    folder = scored.exports(corpus.SCORE_DATE)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.symlink_to(target, target_is_directory=True)
+    with pytest.raises(PipelineError, match=rf"^{folder}: a symbolic link, not a folder; .*hint: remove"):
+        export_partition(scored, corpus.SCORE_DATE)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before

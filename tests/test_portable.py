@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -200,3 +201,85 @@ def test_a_model_the_graph_cannot_reproduce_is_refused_by_name():
 def test_cli_exports_and_lists(tmp_path, capsys):
     assert main(["--data-dir", str(tmp_path), "models", "export", "--format", "pt2"]) == 1
     assert "no `latest` model" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tiny(tmp_path) -> lake.DataDir:
+    """An untrained model of a few weights as `latest` (it exports in about a second)."""
+    data = lake.DataDir.at(tmp_path / "data")
+    vocab = build_vocab(pl.LazyFrame({"text": ["a b c", "b c d"]}), VocabConfig())
+    cfg = ModelConfig(embed_dim=4, hidden_dim=4, max_len=8, ngram_buckets=0, wide_buckets=0)
+    with lake.publish_dir(data.model("m1")) as tmp:
+        meta = {"version": "m1", "labels": ["x", "y"], "vocab_version": vocab.version}
+        registry.write_model_files(tmp, TextClassifier(cfg, len(vocab), 2), meta)
+        save_vocab(vocab, tmp).rename(tmp / "vocab.json")
+        lake.write_json(tmp / "metrics.json", {"validation": {"accuracy": 0.5, "macro_f1": 0.5}})
+    registry.set_latest(data.models, "m1")
+    return data
+
+
+def snapshot(folder: Path) -> dict[str, bytes | str]:
+    """Every file (its bytes) and link (its target) under `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): os.readlink(p) if p.is_symlink() else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_symlink() or p.is_file()
+    }
+
+
+def test_export_replaces_only_an_export_and_never_the_data_directory(tiny, tmp_path, capsys):
+    """`--out` at the data directory, inside or above it, at a file or at a folder of others' files is
+    refused (exit 1, the folder named, nothing changed); a previous export of the format is replaced."""
+    data = tiny
+    mine = tmp_path / "mine"
+    (mine / "notes.txt").parent.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (tmp_path / "model.onnx").write_bytes(b"not ours")
+    (tmp_path / ".fresh.old-mine").mkdir()  # looks like a publish's leftover, is not one
+    done = tmp_path / "done"
+    assert main(["--data-dir", str(data.root), "models", "export", "--out", str(done)]) == 0
+    exported = snapshot(done)
+    added = tmp_path / "added"
+    assert main(["--data-dir", str(data.root), "models", "export", "--out", str(added)]) == 0
+    (added / "extra.txt").write_text("someone's")  # an export plus a file of someone's
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    for out, fmt in [
+        (data.root, "onnx"),
+        (data.models, "onnx"),
+        (data.model("m1"), "onnx"),
+        (data.model("m1") / "exports" / "pt2", "onnx"),  # another format's default folder
+        (data.root / "lake", "onnx"),
+        (tmp_path, "onnx"),  # holds the data directory
+        (Path("/"), "onnx"),
+        (mine, "onnx"),
+        (tmp_path / "model.onnx", "onnx"),
+        (done, "pt2"),  # an export of another format
+        (added, "onnx"),
+    ]:
+        argv = ["--data-dir", str(data.root), "models", "export", "--format", fmt, "--out", str(out)]
+        assert main(argv) == 1, out
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith(f"pipeline: error: {out}: ") and "nothing was written; hint: " in line, line
+    assert snapshot(tmp_path) == before
+    assert [r["version"] for r in registry.list_models(data.models)] == ["m1"]
+
+    (added / "extra.txt").unlink()
+    for out in (done, added, tmp_path / "fresh", None):  # a previous export, a new folder, the default: again
+        again = [] if out is None else ["--out", str(out)]
+        assert main(["--data-dir", str(data.root), "models", "export", *again]) == 0
+        assert main(["--data-dir", str(data.root), "models", "export", *again]) == 0
+    assert snapshot(done) == snapshot(added) == snapshot(tmp_path / "fresh") == exported
+    assert (tmp_path / ".fresh.old-mine").is_dir()
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("out", [".", ".."])
+def test_export_out_dot_is_one_error_line(tiny, out, monkeypatch, capsys):
+    monkeypatch.chdir(tiny.root)
+    before = snapshot(tiny.root.parent)
+    assert main(["--data-dir", str(tiny.root), "models", "export", "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"pipeline: error: {out}: the data directory or a folder")
+    assert snapshot(tiny.root.parent) == before

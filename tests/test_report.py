@@ -4,6 +4,8 @@ import copy
 import csv
 import io
 import json
+import os
+import shutil
 import time
 
 import numpy as np
@@ -76,6 +78,23 @@ def test_a_shifted_night_is_flagged_an_ordinary_one_is_not(root):
     first = page.read_bytes()
     assert nightreport.write_night_report(data, SHIFTED, cfg).read_bytes() == first
     assert b"Drift above the thresholds: class mix" in first and b'src="http' not in first
+
+
+def test_a_report_folder_that_is_a_link_is_refused_and_left_alone(root, tmp_path, capsys):
+    """`reports/date=D` as a link out of the data directory: `pipeline report` fails naming it, and
+    writes nothing where it points."""
+    summarize(lake.DataDir.at(root), ORDINARY, ReportConfig())
+    shutil.copytree(root, tmp_path / "data", symlinks=True)
+    data = lake.DataDir.at(tmp_path / "data")
+    folder, target = data.report(ORDINARY), tmp_path / "outside"
+    os.rename(folder, target)
+    folder.symlink_to(target, target_is_directory=True)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    assert main(["--data-dir", str(data.root), "report", "--date", ORDINARY]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"pipeline: error: {folder}: a symbolic link, not a")
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
 
 
 @pytest.mark.usefixtures("prefect_harness")

@@ -22,6 +22,11 @@ class ModelError(PipelineError):
     """A model folder is missing, incomplete or does not match the data it is asked to score."""
 
 
+class TrainingError(PipelineError):
+    """A training run diverged (its loss or weights became NaN or infinite); it published nothing, and its
+    settings (a lower learning rate) are the fix."""
+
+
 class ExportError(PipelineError):
     """The go-exporter process failed or could not be found."""
 

@@ -14,6 +14,7 @@ Sequences go through `pack_padded_sequence`, so padding never changes a predicti
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import numpy as np
@@ -265,3 +266,9 @@ def batch_from_flat(
     idx = np.minimum(starts[:, None] + pos, max(len(ids) - 1, 0))
     x = np.where(mask, ids[idx], 0)
     return torch.from_numpy(x), torch.from_numpy(lengths.astype(np.int64))
+
+
+def nonfinite_tensors(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors of `state` that hold a NaN or an infinity (a diverged
+    training's weights): one pass over each, done once where weights are made or loaded."""
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]

@@ -6,7 +6,8 @@ quarantined by reason against the last `report.nights` nights; the predicted cla
 model's validation predictions; the distribution of `score` and the share below `report.confidence`;
 the drift (PSI) of every night as a trend, flagged nights in red; the model version, linked to its
 card. Every figure on the page carries its value in a `data-value` attribute (the browser test reads
-them). Same summaries, same bytes.
+them). Labels, like every string, are data: escaped in the HTML, plain text in the pictures. Same
+summaries, same bytes.
 
     pipeline report --date 2026-01-04                 -> reports/date=2026-01-04/index.html
     pipeline report --start 2026-01-01 --end 2026-01-31 -> reports/range=2026-01-01_2026-01-31/index.html
@@ -30,6 +31,7 @@ import numpy as np
 from pipeline import drift, lake
 from pipeline.config import ReportConfig
 from pipeline.errors import PipelineError
+from pipeline.report import plain_text
 
 PAGE = "index.html"
 _KEPT, _REF, _NOW, _BAD = "#4c72b0", "#999999", "#dd8452", "#c44e52"
@@ -74,6 +76,7 @@ def write_night_report(data: lake.DataDir, date: str, cfg: ReportConfig) -> Path
         _img(_plot_rows(window, history, date), f"rows read, kept and quarantined, last {cfg.nights} nights"),
         "<h2>Predicted classes</h2>",
         _img(_plot_classes(night), "class mix tonight and in the model's validation predictions"),
+        _class_table(night),
         "<h2>Confidence</h2>",
         _img(_plot_scores(night), "distribution of score tonight and in validation"),
         f"<h2>Drift, last {cfg.nights} nights</h2>",
@@ -182,6 +185,20 @@ def _night_table(s: dict[str, Any], cfg: ReportConfig) -> str:
     return f"<table>\n{cells}\n</table>"
 
 
+def _class_table(s: dict[str, Any]) -> str:
+    """Each class (a label: data, escaped like every text here), its rows tonight and the shares."""
+    now, ref = _shares(s["class_counts"]), _shares(s["reference"]["classes"])
+    lines = ["<tr><th>class</th><th>rows tonight</th><th>share</th><th>in validation</th></tr>"]
+    for i, label in enumerate(s["labels"]):
+        n = s["class_counts"][i]
+        share = [_pct(None if x is None else x[i]) for x in (now, ref)]
+        lines.append(
+            f"<tr><th>{_e(label)}</th>{_cell(f'class:{label}', n, f'{n:,}')}"
+            f"<td>{share[0]}</td><td>{share[1]}</td></tr>"
+        )
+    return '<table class="classes">\n' + "\n".join(lines) + "\n</table>"
+
+
 def _trend_table(history: list[dict[str, Any]], cfg: ReportConfig, *, link_prefix: str) -> str:
     head = (
         "<tr><th>night</th><th>read</th><th>kept</th><th>quarantined</th><th>low confidence</th>"
@@ -226,6 +243,7 @@ def _night_axis(ax: Any, window: list[str], history: list[dict[str, Any]]) -> np
     return np.array([slot[s["date"]] for s in history], dtype=float)
 
 
+@plain_text()
 def _plot_rows(window: list[str], history: list[dict[str, Any]], current: str | None) -> bytes:
     fig, ax = plt.subplots(figsize=(11, 2.8))
     x = _night_axis(ax, window, history)
@@ -251,6 +269,7 @@ def _shares(counts: list[int] | None) -> np.ndarray | None:
     return c / c.sum()
 
 
+@plain_text()
 def _plot_classes(s: dict[str, Any]) -> bytes:
     fig, ax = plt.subplots(figsize=(11, 2.8))
     x = np.arange(len(s["labels"]))
@@ -265,6 +284,7 @@ def _plot_classes(s: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+@plain_text()
 def _plot_scores(s: dict[str, Any]) -> bytes:
     fig, ax = plt.subplots(figsize=(11, 2.8))
     edges = np.linspace(0, 1, drift.SCORE_BINS + 1)
@@ -280,6 +300,7 @@ def _plot_scores(s: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+@plain_text()
 def _plot_drift(window: list[str], history: list[dict[str, Any]], cfg: ReportConfig) -> bytes:
     fig, ax = plt.subplots(figsize=(11, 2.8))
     x = _night_axis(ax, window, history)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from torch import nn
 
 from pipeline import lake
 from pipeline.config import PipelineConfig
+from pipeline.errors import TrainingError
 from pipeline.vocab import Vocab, encode
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,14 @@ def pretrain_embeddings(
             opt.step()
             total += loss.item() * len(centre)
         losses.append(total / max(pairs, 1))
+        if not (math.isfinite(losses[-1]) and bool(torch.isfinite(centre_emb.weight).all())):
+            if checkpoint is not None:
+                checkpoint.unlink(missing_ok=True)  # the same settings would only diverge again from it
+            msg = (
+                f"pretraining diverged at epoch {epoch} (loss {losses[-1]}, learning rate {lr:g}); "
+                "nothing was published; hint: lower `pretrain.lr`, or `pretrain.epochs=0` to train without it"
+            )
+            raise TrainingError(msg)
         log.info(
             "pretraining epoch %d/%d: %d pairs, loss %.4f, %.1f s",
             epoch,

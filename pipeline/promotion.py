@@ -9,7 +9,8 @@ result says why, with both figures.
 Every move (`train`, `pipeline models promote VERSION`, `pipeline models rollback`) is appended to
 `models/history.jsonl`: one JSON object per line with `when` (UTC), `who` ($PIPELINE_USER, else the
 login name), `action`, `from`, `to` and `why`. `rollback` moves `latest` back to the `from` of the last
-move, so a second rollback undoes the first (like `cd -`).
+move, so a second rollback undoes the first (like `cd -`). No move, whatever `--promote` says, makes
+`latest` a model that does not load: incomplete, inconsistent, or with a NaN or infinite weight.
 """
 
 from __future__ import annotations
@@ -95,7 +96,12 @@ def compare(data: lake.DataDir, version: str, current: str) -> tuple[float, floa
 
 
 def move(data: lake.DataDir, version: str, *, action: str, why: str) -> dict[str, Any]:
-    """Point `latest` at `version` and append the move to `models/history.jsonl`."""
+    """Point `latest` at `version` and append the move to `models/history.jsonl`. Only a model that loads
+    (complete, consistent, every weight finite: `registry.load_model`) can become `latest`."""
+    try:
+        registry.load_model(data.models, version)
+    except ModelError as e:
+        raise ModelError(f"not moving `latest` to {version}: {e}") from None
     with lake.locked(data, "models"):
         previous = current_latest(data)
         registry.set_latest(data.models, version)

@@ -8,7 +8,8 @@ the folder it names is complete.
 Loading trusts nothing in the folder: `latest` must name a plain folder beside it, the config's values
 must have their types and ranges, the vocabulary must be JSON with `<pad>` and `<unk>` first, and the
 tensors the config, vocabulary and labels imply must match the weights' names, shapes and dtypes, all
-checked from the safetensors header before a tensor (or a model) is allocated.
+checked from the safetensors header before a tensor (or a model) is allocated; then every weight must be
+finite (a diverged training's NaNs would score every row NaN).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline import lake, settings
 from pipeline.errors import ConfigError, DamagedFileError, InputError, ModelError
-from pipeline.model import ModelConfig, TextClassifier
+from pipeline.model import ModelConfig, TextClassifier, nonfinite_tensors
 from pipeline.schema import LAKE_SCHEMA_VERSION
 from pipeline.vocab import PAD, UNK, Vocab, load_vocab
 
@@ -105,6 +106,15 @@ def load_model(models: Path, version: str | None = None, *, device: str = "cpu")
     expected = _expected_shapes(cfg, len(vocab), len(labels))
     _check_weights(folder / WEIGHTS, expected, len(vocab), len(labels))
     state = load_file(str(folder / WEIGHTS))
+    bad = nonfinite_tensors(state)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        msg = (
+            f"{folder / WEIGHTS}: `{bad[0]}`{more} holds NaN or infinite weights, so every score would be "
+            f"NaN; model {version} will not be used; hint: retrain it with a lower `train.lr`, and "
+            "`pipeline models promote VERSION` a sound model if it is `latest`"
+        )
+        raise ModelError(msg)
     model = TextClassifier(cfg, len(vocab), len(labels))
     model.load_state_dict(state)
     model.to(device).eval()

@@ -1,7 +1,15 @@
-"""Evaluation reports: metrics, a confusion matrix and training curves as pictures, a model card."""
+"""Evaluation reports: metrics, a confusion matrix and training curves as pictures, a model card.
+
+Labels are data, never markup: the pictures draw every string as plain text (`plain_text`: no maths, no
+TeX), and the card writes them through `markdown_text`, so a label like `cost $x$`, `a|b` or `<script>`
+shows as itself wherever the card is rendered.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +55,35 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -
     }
 
 
+@contextmanager
+def plain_text() -> Iterator[None]:
+    """Matplotlib draws every string in the block as it is: `$...$` is never maths and nothing goes to
+    TeX (a label such as `cost $\\nosuchcmd$` would otherwise fail the whole picture). A character the
+    font lacks (CJK, say) is drawn as a box without a warning per picture. Wrap the whole figure, from
+    `subplots` to `savefig`: tick labels are made late, when the figure is drawn."""
+    with plt.rc_context({"text.parse_math": False, "text.usetex": False}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
+        yield
+
+
+# Markdown (CommonMark, GitHub's tables and maths) reads these anywhere in a line: a backslash escape
+# makes each a plain character. `&`, `<` and `>` become entities, so no HTML in a label is ever live,
+# and a line break in a label becomes `<br>` (a table row is one line).
+_MARKDOWN = {c: "\\" + c for c in "\\`*_[]|~$"} | {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "\r": "<br>",
+    "\n": "<br>",
+}
+
+
+def markdown_text(text: str) -> str:
+    """`text` as Markdown that renders as exactly that text, in a paragraph or a table cell."""
+    return text.replace("\r\n", "\n").translate(str.maketrans(_MARKDOWN))
+
+
+@plain_text()
 def plot_confusion(metrics: dict[str, Any], path: Path, title: str = "Confusion matrix") -> None:
     labels = metrics["labels"]
     cm = np.array(metrics["confusion"])
@@ -69,6 +106,7 @@ def plot_confusion(metrics: dict[str, Any], path: Path, title: str = "Confusion 
     plt.close(fig)
 
 
+@plain_text()
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     epochs = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
@@ -98,7 +136,7 @@ def write_card(path: Path, info: dict[str, Any]) -> None:
         "## Data",
         f"- lake partitions: {', '.join(info['dates'])}",
         f"- labelled rows: {info['rows_train']} train, {info['rows_val']} validation",
-        f"- classes: {', '.join(m['labels'])}",
+        f"- classes: {', '.join(markdown_text(x) for x in m['labels'])}",
         f"- vocabulary: {info['vocab_version']} ({info['vocab_size']} tokens)",
         "",
         "## Config",
@@ -113,7 +151,8 @@ def write_card(path: Path, info: dict[str, Any]) -> None:
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
         *[
-            f"| {k} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+            f"| {markdown_text(k)} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | "
+            f"{v['support']} |"
             for k, v in m["per_class"].items()
         ],
         "",

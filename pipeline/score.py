@@ -42,8 +42,9 @@ import pyarrow.parquet as pq
 
 from pipeline import lake, registry, settings, shardjob
 from pipeline.config import ScoreConfig
+from pipeline.errors import ModelError
 from pipeline.infer import Precision, Scorer, build_scorer
-from pipeline.schema import PREDICTIONS_SCHEMA_VERSION, predictions_schema
+from pipeline.schema import META_PARTITION, PREDICTIONS_SCHEMA_VERSION, predictions_schema
 from pipeline.scorepool import ScoringPool
 from pipeline.vocab import encode
 
@@ -211,7 +212,7 @@ def _score_here(
     t0, scored = time.perf_counter(), 0
     with writer.aborting(), ScoringPool(cfg, scorer, models, lm.version, device, many_windows=many) as pool:
         for shard, window, probs in pool.score_in_order(windows, encode_window):
-            writer.write(shard, batches.build(window, probs))
+            writer.write(shard, batches.build(window, probs, shard=shard))
             scored += window.num_rows
             log.info("%s: %d rows scored (%.0f rows/s)", date, scored, scored / (time.perf_counter() - t0))
     if rows == 0 and not job.done:
@@ -307,7 +308,19 @@ class PredictionBatches:
         self.version, self.schema = version, schema
         self.scored_us = int(scored_at.timestamp()) * 1_000_000
 
-    def build(self, window: pa.RecordBatch, probs: np.ndarray) -> pa.RecordBatch:
+    def build(self, window: pa.RecordBatch, probs: np.ndarray, *, shard: int) -> pa.RecordBatch:
+        """The window's record batch for shard `shard`; a row whose probabilities are not all finite stops
+        the job here, before the shard (and so the night's report and sinks) can hold it."""
+        bad = np.flatnonzero(~np.isfinite(probs).all(1))
+        if len(bad):
+            partition = (self.schema.metadata or {}).get(META_PARTITION, b"?").decode()
+            msg = (
+                f"predictions {partition}, shard {shardjob.shard_name(shard)}, row id "
+                f"{window.column('id')[int(bad[0])].as_py()!r}: model {self.version} gave non-finite "
+                f"probabilities ({len(bad)} rows of {len(probs)} in this window); nothing was published; "
+                "hint: score with `--precision fp32`, or make a sound model `latest` (`pipeline models`)"
+            )
+            raise ModelError(msg)
         n, c = probs.shape
         label_id = probs.argmax(1).astype(np.int32)
         return pa.RecordBatch.from_arrays(

@@ -62,7 +62,7 @@ def score_unit(unit: ScoreUnit, *, threads: int = 1) -> dict[str, Any]:
     rows = 0
     with writer.aborting(), pool:  # one thread scores while this one reads and encodes the next window
         for k, w, probs in pool.score_in_order(windows, lambda w: encode_texts(w, lm)):
-            writer.write(k, batches.build(w, probs))
+            writer.write(k, batches.build(w, probs, shard=k))
             rows += w.num_rows
     seconds = time.perf_counter() - t0
     log.info("shards %d..%d: %d rows scored in %.1f s", unit.first, unit.end - 1, rows, seconds)

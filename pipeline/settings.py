@@ -2,7 +2,8 @@
 
 Every settings class (`[vocab]` in vocab.py, `[model]` beside the model, `[train]`, `[score]` ... in
 config.py, ingest's options in ingest/options.py) is a frozen dataclass made by `@settings`: a pydantic
-dataclass with strict types (no "5" for 5, no `true` for 1) and no unknown keys. Each field is one line
+dataclass with strict types (no "5" for 5, no `true` for 1), finite floats (no `inf`, no `nan`: every
+float setting is a rate, a share or a threshold) and no unknown keys. Each field is one line
 `name: type = setting(default, "meaning", ge=..., ...)`: its type, its default, its range and its meaning.
 
 From that declaration come the checks of a TOML file, of `--set` and of a loaded model's config
@@ -26,7 +27,7 @@ from pipeline.errors import ConfigError
 
 T = TypeVar("T")
 
-STRICT = ConfigDict(strict=True, extra="forbid")
+STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
 
 def settings(cls: type[T]) -> type[T]:

@@ -25,7 +25,7 @@ import torch
 from pipeline import lake, promotion, registry, report
 from pipeline.config import PipelineConfig, model_settings, resolve_for_data
 from pipeline.dataset import eval_batches, lake_files, read_lake, stratified_split
-from pipeline.errors import InputError
+from pipeline.errors import InputError, TrainingError
 from pipeline.ingest import CLEANING
 from pipeline.model import TextClassifier, document_frequencies
 from pipeline.pretrain import pretrain_on_lake
@@ -171,17 +171,21 @@ def fit_model(data: lake.DataDir, p: Prepared) -> Fitted:
     t0 = time.perf_counter()
     data.models.mkdir(parents=True, exist_ok=True)
     checkpoint = data.models / f".ckpt-{p.version}.pt"
-    best_state, history, best_epoch = fit(
-        model,
-        enc,
-        y,
-        train_idx,
-        val_idx,
-        cfg.train,
-        device=device,
-        checkpoint=checkpoint,
-        freeze_embedding=cfg.pretrain.freeze_epochs if p.embedding is not None else 0,
-    )
+    try:
+        best_state, history, best_epoch = fit(
+            model,
+            enc,
+            y,
+            train_idx,
+            val_idx,
+            cfg.train,
+            device=device,
+            checkpoint=checkpoint,
+            freeze_embedding=cfg.pretrain.freeze_epochs if p.embedding is not None else 0,
+        )
+    except TrainingError:
+        checkpoint.unlink(missing_ok=True)  # the same settings would only diverge again from it
+        raise
     seconds = time.perf_counter() - t0
     model.load_state_dict(best_state)
     val_batches = eval_batches(enc, val_idx)

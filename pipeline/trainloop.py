@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,8 @@ from tqdm import tqdm
 from pipeline import lake
 from pipeline.config import TrainConfig
 from pipeline.dataset import eval_batches, length_batches
-from pipeline.model import TextClassifier, batch_from_flat
+from pipeline.errors import TrainingError
+from pipeline.model import TextClassifier, batch_from_flat, nonfinite_tensors
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +46,20 @@ def train_epoch(
     total_loss, correct, seen, tokens = 0.0, 0, 0, 0
     t0 = time.perf_counter()
     bar = tqdm(batches, desc=desc, leave=False, disable=not sys.stderr.isatty(), unit="batch")
-    for rows in bar:
+    for step, rows in enumerate(bar, 1):
         x, lengths = batch_from_flat(ids, offsets, rows)
         target = torch.from_numpy(y[rows]).to(device)
         logits = model.sequence_logits(x.to(device), lengths)
         loss = loss_fn(logits, target)
+        value = loss.item()
+        if not math.isfinite(value):  # one step more would carry it into every weight
+            lr = optimizer.param_groups[0]["lr"]
+            raise _diverged(f"{desc}, step {step} of {len(batches)}: the training loss is {value}", lr)
         optimizer.zero_grad()
         (loss / len(rows)).backward()
         nn.utils.clip_grad_norm_(model.sequence_parameters(), clip_norm)
         optimizer.step()
-        total_loss += loss.item()
+        total_loss += value
         correct += int((logits.argmax(1) == target).sum())
         seen += len(rows)
         tokens += int(lengths.sum())
@@ -94,6 +100,14 @@ def evaluate_heads(
     return loss, float((combined.argmax(1) == target).double().mean()), heads
 
 
+def _diverged(where: str, lr: float) -> TrainingError:
+    msg = (
+        f"training diverged at {where} (learning rate {lr:g}); nothing was published; "
+        "hint: lower `train.lr` (or `train.clip_norm`) and train again"
+    )
+    return TrainingError(msg)
+
+
 def _to(batch: tuple[torch.Tensor, torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
     return batch[0].to(device), batch[1]
 
@@ -112,7 +126,8 @@ def fit(
 ) -> tuple[dict[str, torch.Tensor], list[dict[str, float]], int]:
     """The sequence head: Adam + cross-entropy + clipping + LR schedule, stopped early on its own validation
     accuracy; returns the best epoch's weights. A TF-IDF head, already fitted, is left as it is; after every
-    epoch the two are weighed on validation (`evaluate_heads`) for the record.
+    epoch the two are weighed on validation (`evaluate_heads`) for the record. A loss or a weight that
+    becomes NaN or infinite stops it with a `TrainingError`, so no epoch's weights are ever non-finite.
 
     The embedding stays frozen for the first `freeze_embedding` epochs (a pretrained one is kept while the
     layers above it settle). With `checkpoint`, state is saved after every epoch and a run that finds one
@@ -162,6 +177,10 @@ def fit(
         va_loss, va_acc, heads = evaluate_heads(
             model, head_logits(model, enc, val_batches, device), val_target
         )
+        bad = nonfinite_tensors(model.state_dict())
+        if bad or not math.isfinite(va_loss):
+            what = f"`{bad[0]}` holds NaN or infinite weights" if bad else f"the validation loss is {va_loss}"
+            raise _diverged(f"epoch {epoch}: {what}", optimizer.param_groups[0]["lr"])
         seq_acc = heads["val_acc_sequence"]
         secs = time.perf_counter() - t0
         tok = int(lengths[train_idx].sum())

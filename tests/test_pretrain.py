@@ -11,6 +11,7 @@ from conftest import tiny_corpus
 
 from pipeline import corpus, ingest, lake, pretrain, train
 from pipeline.config import load_config
+from pipeline.errors import TrainingError
 
 SETTINGS = {"window": 3, "negatives": 5, "subsample": 1e-3, "lr": 0.02, "batch_size": 256, "seed": 3}
 FAST = ["model.embed_dim=16", "model.hidden_dim=16", "train.epochs=1", "model.wide_buckets=4096"]
@@ -102,3 +103,14 @@ def test_the_pretraining_corpus_is_part_of_the_model_version_and_gives_the_same_
     # and what was learnt is found again, not learnt twice
     again = train.train(b, cfg, start=start, end=end)
     assert again["skipped"] and again["version"] == out_c["version"]
+
+
+def test_a_diverging_pretraining_stops_and_leaves_nothing_to_resume(tmp_path):
+    """Issue 26: a learning rate that sends the word vectors to NaN is an error naming the epoch and the
+    setting to lower, and leaves no checkpoint (resuming would only diverge again)."""
+    ids, offsets = _topics()
+    checkpoint = tmp_path / "ckpt.pt"
+    diverging = {**SETTINGS, "lr": 1e30}
+    with pytest.raises(TrainingError, match=r"pretraining diverged at epoch 1 .*hint: lower `pretrain.lr`"):
+        pretrain.pretrain_embeddings(ids, offsets, 42, 16, epochs=3, checkpoint=checkpoint, **diverging)
+    assert not checkpoint.exists()

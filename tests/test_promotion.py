@@ -1,10 +1,14 @@
-"""Issue 18: the promotion gate keeps a weaker model out of `latest`; promote and rollback move it."""
+"""Issue 18: the promotion gate keeps a weaker model out of `latest`; promote and rollback move it.
+Issue 26: it never lets a model of NaNs through."""
 
 import json
 import os
+import shutil
 
 import pytest
+import torch
 from conftest import tiny_corpus
+from safetensors.torch import load_file, save_file
 
 from pipeline import promotion, train
 from pipeline.__main__ import main
@@ -65,3 +69,18 @@ def test_the_gate_keeps_a_weaker_model_out_and_promote_and_rollback_move_it(data
 
     forced = train.train(data, load_config(None, WEAK), promote="always")
     assert forced["promotion"]["promoted"] and latest(data) == weak["version"]
+
+
+def test_the_gate_never_promotes_a_model_of_nans(data, monkeypatch):
+    """Issue 26: a model folder whose weights are NaN (here a copy of `latest`, so just as accurate on its
+    validation rows) is refused by `if-better` and `always` alike, and `latest` stays."""
+    monkeypatch.setenv("PIPELINE_USER", "night-shift")
+    tiny_corpus(data, rows_per_day=100)
+    good = train.train(data, load_config(None, WEAK))["version"]
+    shutil.copytree(data.model(good), data.model("nan-model"))
+    weights = data.model("nan-model") / "model.safetensors"
+    save_file({k: torch.full_like(v, float("nan")) for k, v in load_file(weights).items()}, weights)
+    for mode in ("if-better", "always"):
+        with pytest.raises(ModelError, match=r"not moving `latest` to nan-model: .*NaN or infinite weights"):
+            promotion.after_training(data, "nan-model", promote=mode)
+    assert latest(data) == good and [m["to"] for m in promotion.history(data)] == [good]

@@ -1,4 +1,5 @@
-"""Issue 18: a night's summary and report page, drift alerts, the page in a real browser, 30 nights fast."""
+"""Issue 18: a night's summary and report page, drift alerts, the page in a real browser, 30 nights fast.
+Issue 26: labels are data in the pictures, the card and the page."""
 
 import copy
 import csv
@@ -7,13 +8,15 @@ import json
 import os
 import shutil
 import time
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 from browser import find_chromium, save, visit
 from conftest import tiny_corpus
+from markdown_it import MarkdownIt
 
-from pipeline import corpus, drift, lake, nightly, nightreport, train
+from pipeline import corpus, drift, export, ingest, lake, nightly, nightreport, train
 from pipeline.__main__ import main
 from pipeline.config import ReportConfig, ScoreConfig, load_config
 
@@ -187,3 +190,102 @@ def test_thirty_nights_of_a_million_rows_report_in_seconds(root, tmp_path, capsy
     assert capsys.readouterr().out.strip().endswith("index.html")
     assert trend.count("<tr") == 31 and trend.count("class=flagged") >= 1 and "30 of 30 nights" in trend
     assert f"<td>{s['rows_read']:,}</td>" in page.read_text()  # the last night, in its trend table
+
+
+# Labels a reader of the card or the page must see as text: maths for matplotlib, a Markdown table's
+# pipe, live HTML, a line break with `&` and a backslash, emoji and CJK (a font without them).
+HOSTILE_LABELS = [
+    "cost $\\nosuchcmd$",
+    "a | b",
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>\nR&D \\ lab",
+    "🙂 emoji 中文",
+]
+
+
+class _Html(HTMLParser):
+    """Table rows as cell texts (a `<br>` as a line break), list items' text, and any live markup."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.items: list[str] = []
+        self.live: list[str] = []
+        self._text: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "script" or any(k.startswith("on") for k, _ in attrs):
+            self.live.append(tag)
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th", "li"):
+            self._text = []
+        elif tag == "br" and self._text is not None:
+            self._text.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._text is not None:
+            self.rows[-1].append("".join(self._text))
+        elif tag == "li" and self._text is not None:
+            self.items.append("".join(self._text))
+        if tag in ("td", "th", "li"):
+            self._text = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+
+def _parse(page: str) -> _Html:
+    p = _Html()
+    p.feed(page)
+    return p
+
+
+def test_labels_are_data_in_the_pictures_the_card_the_page_and_the_export(tmp_path, exporter):
+    """Issue 26, case 4: hostile labels train (the pictures drew `$...$` as maths and failed), show as
+    themselves in the card rendered as Markdown and in the night's page, and reach the export exactly."""
+    data = lake.DataDir.at(tmp_path / "data")
+    rows = [
+        {"id": f"t{i}-{k}", "text": f"word{i} thing{i} sample {k}", "label": label}
+        for i, label in enumerate(HOSTILE_LABELS)
+        for k in range(20)
+    ]
+    train_src = tmp_path / "train.jsonl"
+    train_src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    ingest.ingest([train_src], "2026-01-01", data, ingest.IngestConfig())
+    tiny = ["model.embed_dim=8", "model.hidden_dim=8", "train.epochs=1", "model.ngram_buckets=1024"]
+    out = train.train(data, load_config(None, [*tiny, "model.wide_buckets=1024", "pretrain.epochs=0"]))
+    folder = data.model(out["version"])
+    labels = sorted(HOSTILE_LABELS)
+    assert json.loads((folder / "config.json").read_text(encoding="utf-8"))["labels"] == labels
+    assert (folder / "confusion.png").stat().st_size > 1000 and (folder / "curves.png").is_file()
+
+    # the card, through a real CommonMark renderer with GitHub's tables: every label is its own text
+    card = (folder / "card.md").read_text(encoding="utf-8")
+    shown = _parse(MarkdownIt("commonmark").enable("table").render(card))
+    assert shown.live == []
+    assert f"classes: {', '.join(labels)}" in shown.items
+    table = [r for r in shown.rows if len(r) == 5 and r[0] != "class"]
+    assert [r[0] for r in table] == labels
+
+    # the night's page: a table of the classes, escaped; nothing live
+    night = "2026-01-02"
+    night_src = tmp_path / "night.csv"
+    night_src.write_text(
+        "id,text\n" + "".join(f"n{i}-{k},word{i} thing{i}\n" for i in range(5) for k in range(4)),
+        encoding="utf-8",
+    )
+    ingest.ingest([night_src], night, data, ingest.IngestConfig())
+    nightly.score_date(data, night, ScoreConfig())
+    drift.summarize_night(data, night, ReportConfig())
+    page = nightreport.write_night_report(data, night, ReportConfig()).read_text(encoding="utf-8")
+    shown = _parse(page)
+    assert shown.live == [] and "<script>" not in page
+    assert [r[0] for r in shown.rows if len(r) == 4 and r[0] != "class"] == labels
+
+    # the export: the class names of every row's probabilities, and each predicted label, exactly
+    m = export.export_partition(data, night, fields=("id", "label", "probs"))
+    exported = [json.loads(line) for line in (data.root / m["path"]).read_text(encoding="utf-8").splitlines()]
+    assert len(exported) == 20
+    assert all(list(r["probs"]) == labels and r["label"] in labels for r in exported)

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 from conftest import write
+from safetensors.torch import load_file, save_file
 
 from pipeline import ingest, lake, registry, score, scorepool, shardjob, train
 from pipeline.config import ScoreConfig, load_config
@@ -274,4 +275,21 @@ def test_a_job_record_naming_another_file_is_refused(scored, monkeypatch):
     record.write_text(json.dumps({**meta, "name": "../../../outside.arrow"}))
     with pytest.raises(PipelineError, match=r"_shard-00000\.json: names '\.\./\.\./\.\./outside.*hint"):
         score_partition(scored, DAY, cfg)
+    assert not scored.predictions(DAY).exists()
+
+
+def test_non_finite_scores_are_refused_at_the_shard(scored):
+    """Issue 26: finite weights whose products overflow (a model file the registry accepts) give NaN
+    probabilities; scoring stops at the shard, naming it, the row and the model, and publishes nothing
+    for the night's report and sinks to read."""
+    lm = registry.load_model(scored.models)
+    weights = scored.model(lm.version) / "model.safetensors"
+    state = load_file(str(weights))
+    state["ngrams.weight"] = torch.ones_like(state["ngrams.weight"])  # every row's n-gram mean: all ones
+    state["head.weight"][:, -lm.config.ngram_dim :] = 3e38  # each logit sums 32 of them: inf, every class
+    save_file(state, str(weights))
+    registry.load_model(scored.models)  # finite: the registry lets it through
+    expected = f"predictions {DAY}, shard part-00000.arrow, row id 'x0': model {lm.version} gave non-finite"
+    with pytest.raises(ModelError, match=expected):
+        score_partition(scored, DAY, ScoreConfig())
     assert not scored.predictions(DAY).exists()

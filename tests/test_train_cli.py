@@ -1,10 +1,14 @@
-"""Issue 4 through the command line: the lesson's four classifiers, evaluation, refusals."""
+"""Issue 4 through the command line: the lesson's four classifiers, evaluation, refusals. Issue 26: non-finite
+settings, a diverging training and a model of NaNs are refused."""
 
 import json
 import os
+import shutil
 
 import pytest
+import torch
 from conftest import tiny_corpus
+from safetensors.torch import load_file, save_file
 
 from pipeline import corpus, ingest, lake
 from pipeline.__main__ import main
@@ -142,3 +146,63 @@ def test_score_settings_come_from_the_config_then_flags_and_never_change_the_mod
     m = json.loads(manifest.read_text())
     assert m["inputs"]["score"]["shard_rows"] == 25
     assert [s["rows"] for s in m["shards"]] == [25, m["rows"] - 25]
+
+
+def test_settings_that_must_be_finite_refuse_inf_and_nan(tmp_path, capsys):
+    """Issue 26: `train.lr=inf` trained a model of NaNs; every float setting now refuses inf and nan,
+    from --set and from a config file alike, with the config error's exit code and a hint."""
+    base = ["--data-dir", str(tmp_path / "data")]
+    assert main([*base, "train", "--set", "train.lr=inf"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err == "pipeline: error: --set: `train.lr`: input should be a finite number, got inf; hint: "
+        "Adam's learning rate\n"
+    )
+    config = tmp_path / "nan.toml"
+    config.write_text("[report]\nconfidence = nan\n")
+    assert main([*base, "config", "--config", str(config)]) == 1
+    assert "`report.confidence`: input should be a finite number, got nan" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "models").exists()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_diverging_training_publishes_nothing_and_exits_1(lake_root, capsys):
+    """Issue 26: finite settings that diverge (a learning rate of 1e30) stop training at the first
+    non-finite loss; no model folder, no checkpoint, `latest` untouched, whatever `--promote` says."""
+    base = ["--data-dir", str(lake_root)]
+    models = lake_root / "models"
+    before = sorted(os.listdir(models)) if models.is_dir() else []
+    latest = os.readlink(models / "latest") if (models / "latest").is_symlink() else None
+    diverging = ["--set", "train.lr=1e30", "--set", "pretrain.epochs=0", "--promote", "always"]
+    assert main([*base, "train", "--end", corpus.TRAIN_DATES[-1], *SMALL, *diverging]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("pipeline: error: training diverged at epoch 1, step ")
+    assert "nothing was published; hint: lower `train.lr`" in last
+    assert (sorted(os.listdir(models)) if models.is_dir() else []) == before
+    assert (os.readlink(models / "latest") if (models / "latest").is_symlink() else None) == latest
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_model_of_nans_is_refused_by_score_and_promote(lake_root, capsys):
+    """Issue 26: a model folder whose weights file holds NaNs (same names, shapes and format) is never
+    loaded to score, and never made `latest`."""
+    base = ["--data-dir", str(lake_root)]
+    assert main([*base, "train", "--end", corpus.TRAIN_DATES[-1], *SMALL]) == 0
+    version = json.loads(capsys.readouterr().out)["version"]
+    models = lake_root / "models"
+    shutil.copytree(models / version, models / "nan-model")
+    weights = models / "nan-model" / "model.safetensors"
+    save_file({k: torch.full_like(v, float("nan")) for k, v in load_file(weights).items()}, weights)
+    latest = os.readlink(models / "latest")
+    try:
+        assert main([*base, "score", "--date", corpus.SCORE_DATE, "--model", "nan-model"]) == 1
+        last = capsys.readouterr().err.splitlines()[-1]
+        assert last.startswith(f"pipeline: error: {weights}: `") and "holds NaN or infinite weights" in last
+        manifest = lake.read_manifest(lake_root / "predictions" / f"date={corpus.SCORE_DATE}")
+        assert manifest is None or manifest["model_version"] != "nan-model"
+        assert main([*base, "models", "promote", "nan-model"]) == 1
+        last = capsys.readouterr().err.splitlines()[-1]
+        assert last.startswith("pipeline: error: not moving `latest` to nan-model: ") and "NaN or inf" in last
+        assert os.readlink(models / "latest") == latest
+    finally:
+        shutil.rmtree(models / "nan-model")

@@ -1,14 +1,17 @@
 import gzip
+import json
 from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import write
+from conftest import REPO, write
 
 from pipeline import ingest as ing
 from pipeline.errors import InputError
+from pipeline.schema import MAX_ID_CHARS
 
 DATE = "2026-01-01"
+CONTRACT = REPO.parent / "shared" / "contracts" / "prediction_result.schema.json"
 
 # One row per edge case; the comment says where it must end up.
 BAD_CSV = (
@@ -89,6 +92,32 @@ def test_ids_are_derived_stably_when_absent(tmp_path, data):
     assert len(set(ids)) == 2 and ids[0].endswith("-2") and ids[1].endswith("-3")
     ing.ingest([src], DATE, data, ing.IngestConfig())
     assert read(data, "texts")["id"].to_list() == ids
+
+
+def test_an_id_over_the_contracts_length_is_quarantined(tmp_path, data):
+    long, longest = "i" * 300, "é" * MAX_ID_CHARS  # characters, not bytes, as in the contract and MySQL
+    ing.ingest([write(tmp_path / "in.csv", f"id,text\n{long},a\n{longest},b\n")], DATE, data, cfg())
+    assert read(data, "texts")["id"].to_list() == [longest]
+    assert read(data, "quarantine").select("line", "reason", "detail").rows() == [
+        (2, "too_long", "the id has 300 characters, over 255")
+    ]
+
+
+def test_the_id_limit_is_the_contracts():
+    if not CONTRACT.is_file():
+        pytest.skip(f"{CONTRACT} is absent")
+    contract = json.loads(CONTRACT.read_text(encoding="utf-8"))
+    assert contract["properties"]["id"]["maxLength"] == MAX_ID_CHARS
+
+
+def test_an_id_holding_a_control_character_is_quarantined_not_changed(tmp_path, data):
+    ids = ["tab\there", "nul\x00x", "esc\x1b[31m", "c1\x85x", "fine", "  padded\t\n"]
+    rows = "".join(json.dumps({"id": i, "text": f"text {n}"}) + "\n" for n, i in enumerate(ids))
+    ing.ingest([write(tmp_path / "in.jsonl", rows)], DATE, data, ing.IngestConfig())
+    assert read(data, "texts")["id"].to_list() == ["fine", "padded"]  # surrounding whitespace: stripped
+    q = read(data, "quarantine")
+    assert q["line"].to_list() == [1, 2, 3, 4] and set(q["reason"]) == {"malformed"}
+    assert set(q["detail"]) == {"the id holds a control character (U+0000-U+001F, U+007F-U+009F)"}
 
 
 def test_parquet_tsv_and_gzip_sources(tmp_path, data):

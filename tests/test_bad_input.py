@@ -740,7 +740,7 @@ def test_bad_command_line_options_are_clear_errors(argv, message):
         ("label_index = true\nclasses = ['a']", r"`label_index`: input should be a valid integer, got True"),
         ("max_bad_fraction = true", r"`max_bad_fraction`: input should be a valid number, got True"),
         ("format = 'xlsx'", r"`format`: input should be 'auto', 'csv', .* got 'xlsx'"),
-        ("colour = 1", r"_ingest\.toml: unknown key `colour`; hint: known keys: block_bytes, classes"),
+        ("colour = 1", r"_ingest\.toml: unknown key `colour`; hint: known keys: backslash_breaks, block_"),
         ("encodng = 'latin-1'", r"unknown key `encodng`; hint: did you mean `encoding`\?"),
         ("block_bytes = 0", r"`block_bytes`: input should be greater than or equal to 1"),
         ("header = ", r"not valid TOML"),

@@ -46,6 +46,7 @@ def test_csv_without_header_by_position_with_two_text_columns_and_1_based_labels
         text_columns=("2", "3"),
         label_index=1,
         classes=("World", "Sports", "Business", "Sci/Tech"),
+        backslash_breaks=True,
     )
     assert kept["text"].to_list() == ["Title one Body one", "T2 B2"]
     assert kept["label"].to_list() == ["Business", "World"]
@@ -55,7 +56,7 @@ def test_csv_without_header_by_position_with_two_text_columns_and_1_based_labels
         "label `index 5` is not one of the classes",
         "label `index x` is not one of the classes",
     ]
-    assert m["config"]["text_columns"] == ["2", "3"] and m["cleaning"]["version"] == 2
+    assert m["config"]["text_columns"] == ["2", "3"] and m["cleaning"]["version"] == 3
 
 
 def test_tsv_without_quoting_and_0_based_labels(tmp_path, data):

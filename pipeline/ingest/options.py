@@ -54,6 +54,9 @@ class IngestConfig:
         None, "CSV quote character; none: \" for CSV, no quoting for TSV; '' turns quoting off"
     )
     encoding: str = setting("utf-8", "the sources' text encoding, e.g. iso-8859-1, cp1252, gb18030")
+    backslash_breaks: bool = setting(
+        False, "AG News: a backslash stands for a line break and becomes a space (else it is text, kept)"
+    )
     label_sep: str | None = setting(
         None, "labelled lines: the separator after the label; none: the first whitespace"
     )
@@ -164,6 +167,7 @@ def load_folder_config(folder: Path) -> IngestConfig:
         text_columns = ["2", "3"]
         label_index = 1
         classes = "_classes.txt"   # relative to the folder; `_` keeps it from being ingested
+        backslash_breaks = true    # AG News writes a line break as a backslash
     """
     path = folder / FOLDER_CONFIG
     if not path.is_file():
@@ -186,7 +190,7 @@ def _unescape(s: str) -> str:
 
 
 _FLAG_GROUPS = {
-    "reading": ["format", "header", "delimiter", "quote", "encoding"],
+    "reading": ["format", "header", "delimiter", "quote", "encoding", "backslash_breaks"],
     "columns (a name, or a 1-based position)": ["text_columns", "label_column", "id_column"],
     "labels": ["classes", "label_index", "label_sep", "label_prefix", "label_coarse_sep"],
     "validation": ["max_text_chars", "max_bad_fraction"],

@@ -54,7 +54,7 @@ def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str | Callable[[
     if ids.null_count():  # derived ids, only when needed: formatting every row is not free
         prefix = id_prefix() if callable(id_prefix) else id_prefix
         ids = df.select(pl.coalesce(ids, pl.format("{}-{}", pl.lit(prefix), pl.col("line")))).to_series()
-    text = clean_series(df["raw"])
+    text = clean_series(df["raw"], backslash_breaks=cfg.backslash_breaks)
     df = df.with_columns(text.alias("text"), ids.alias("id"), label.alias("label"))
     reason = (
         pl.when(pl.col("reason").is_not_null())

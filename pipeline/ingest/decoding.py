@@ -315,7 +315,7 @@ def drop_values(values: pa.Array, hit: np.ndarray | pa.Array) -> pa.Array:
 
 def show_cut(value: bytes | str) -> str:
     """What the quarantine shows of a cut line: its first 1,000 characters, as `show` writes them."""
-    text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+    text = value[:4000].decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value[:1000]
     return show(text[:1000].replace(CUT, "")) + "..."
 
 

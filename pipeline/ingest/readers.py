@@ -155,7 +155,7 @@ def _quarantine_cut(
     """Give the lines `Utf8Stream` cut their reason; `lines` without them (null: nothing to parse)."""
     hit = cut_rows(lines)
     for i in np.flatnonzero(hit).tolist():
-        reason[i], detail[i], raw[i] = TOO_LONG, LONG_LINE, show_cut(lines[i].as_py())
+        reason[i], detail[i], raw[i] = TOO_LONG, LONG_LINE, show_cut(_head(lines.slice(i, 1))[0].as_py())
     return drop_values(lines, hit)
 
 

@@ -60,6 +60,7 @@ DATASETS: dict[str, tuple[str, str, dict[str, Any]]] = {
             "text_columns": ["2", "3"],
             "label_index": 1,
             "classes": "_classes.txt",
+            "backslash_breaks": True,
         },
     ),
     "thucnews": (
@@ -128,8 +129,8 @@ def ingest_flags(options: dict[str, Any], folder: Path) -> list[str]:
     flags: list[str] = []
     for k, v in options.items():
         flag = "--" + k.replace("_", "-")
-        if k == "header":
-            flags += [] if v else ["--no-header"]
+        if isinstance(v, bool):
+            flags += [flag if v else "--no-" + flag[2:]]
         elif k == "text_columns":
             for c in v:
                 flags += ["--text-column", c]

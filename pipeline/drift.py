@@ -2,9 +2,10 @@
 
 `summarize_night` reads a date's lake and prediction manifests and the predictions' `label_id` and
 `score` columns once, and writes `reports/date=D/summary.json`: rows read, kept and quarantined by
-reason, the predicted class mix, a histogram of `score`, the share below `report.confidence`, and two
-population stability indices against the scoring model's own validation predictions (its
-`validation_predictions.parquet`, written by `train`):
+reason, the predicted class mix, a histogram of `score`, the share below `report.confidence`, what the
+page must warn of (`warnings`: a night that scored no rows), and two population stability indices against
+the scoring model's own validation predictions (its `validation_predictions.parquet`, written by
+`train`):
 
     PSI = sum over bins of (a - e) * ln(a / e)      a, e: tonight's and the reference's shares
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 SUMMARY = "summary.json"
 SCORE_BINS = 10  # equal-width bins of `score` over [0, 1]
 EPSILON = 1e-4  # the share an empty bin counts as in the PSI
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2  # 2: `warnings`
 
 
 def psi(expected: np.ndarray | list[float], actual: np.ndarray | list[float]) -> float:
@@ -79,6 +80,25 @@ def flags(summary: dict[str, Any], cfg: ReportConfig) -> dict[str, bool]:
         "class_mix": d["psi_class_mix"] is not None and d["psi_class_mix"] > cfg.psi_class_mix,
         "score": d["psi_score"] is not None and d["psi_score"] > cfg.psi_score,
     }
+
+
+def warnings(summary: dict[str, Any]) -> dict[str, str]:
+    """What a night's page must warn of before anything else, by code (none: an ordinary night).
+
+    A night that scored no rows has no class mix, no confidence and no drift to show: without a
+    warning its page would read as a quiet night.
+    """
+    if summary["rows_scored"]:
+        return {}
+    read, kept = summary["rows_read"], summary["rows_kept"]
+    why = (
+        "no rows were read"
+        if not read
+        else f"all {read:,} rows read were quarantined"
+        if not kept
+        else f"{kept:,} rows were kept but none scored"
+    )
+    return {"no_rows": f"No rows were scored this night: {why}. There is no class mix, confidence or drift."}
 
 
 def summary_path(data: lake.DataDir, date: str) -> Path:
@@ -144,8 +164,11 @@ def _summarize_night(data: lake.DataDir, date: str, cfg: ReportConfig) -> dict[s
             "psi_score": _psi_or_none(ref["score_hist"], hist),
         },
     }
+    summary["warnings"] = warnings(summary)
     lake.write_json(summary_path(data, date), summary)
     summary["flags"] = flags(summary, cfg)
+    for message in summary["warnings"].values():
+        log.warning("%s: %s", date, message)
     log.info(
         "%s: %d rows, PSI class mix %s, PSI score %s%s",
         date,

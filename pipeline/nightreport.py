@@ -1,13 +1,13 @@
 """A night at a glance: `reports/date=D/index.html`, and a trend over a range of nights.
 
 One self-contained page (no network: pictures are inline PNG, styles inline) drawn from the nights'
-`summary.json` files alone (`pipeline/drift.py`), never from predictions: rows read, kept and
-quarantined by reason against the last `report.nights` nights; the predicted class mix against the
-model's validation predictions; the distribution of `score` and the share below `report.confidence`;
-the drift (PSI) of every night as a trend, flagged nights in red; the model version, linked to its
-card. Every figure on the page carries its value in a `data-value` attribute (the browser test reads
-them). Labels, like every string, are data: escaped in the HTML, plain text in the pictures. Same
-summaries, same bytes.
+`summary.json` files alone (`pipeline/drift.py`), never from predictions: first what it must warn of (a
+night that scored no rows); rows read, kept and quarantined by reason against the last `report.nights`
+nights; the predicted class mix against the model's validation predictions; the distribution of `score`
+and the share below `report.confidence`; the drift (PSI) of every night as a trend, flagged nights in
+red; the model version, linked to its card. Every figure on the page carries its value in a `data-value`
+attribute (the browser test reads them). Labels, like every string, are data: escaped in the HTML, plain
+text in the pictures. Same summaries, same bytes.
 
     pipeline report --date 2026-01-04                 -> reports/date=2026-01-04/index.html
     pipeline report --start 2026-01-01 --end 2026-01-31 -> reports/range=2026-01-01_2026-01-31/index.html
@@ -56,18 +56,10 @@ def write_night_report(data: lake.DataDir, date: str, cfg: ReportConfig) -> Path
     first = (dt.date.fromisoformat(date) - dt.timedelta(days=cfg.nights - 1)).isoformat()
     window = lake.date_range(first, date)
     history = summaries(data, first, date)
-    night_flags = drift.flags(night, cfg)
-    drifted = [k for k, v in night_flags.items() if v]
-    status = (
-        f'<p class="alert" data-figure="drift" data-value="{" ".join(drifted)}">Drift above the thresholds: '
-        f"{', '.join(_NAMES[k] for k in drifted)}.</p>"
-        if drifted
-        else '<p class="ok" data-figure="drift" data-value="">No drift above the thresholds.</p>'
-    )
     card = f"../../models/{night['model_version']}/card.md"
     body = [
         f"<h1>Night of {_e(date)}</h1>",
-        status,
+        *_status(night, cfg),
         f'<p>Scored with model <a href="{_e(card)}" data-figure="model_version" '
         f'data-value="{_e(night["model_version"])}">{_e(night["model_version"])}</a> '
         f"(its card) at {_e(str(night.get('scored_at')))}.</p>",
@@ -134,6 +126,27 @@ def _page(title: str, body: list[str]) -> str:
         + "\n".join(body)
         + "\n</body>\n</html>\n"
     )
+
+
+def _status(night: dict[str, Any], cfg: ReportConfig) -> list[str]:
+    """The lines under the title: the night's warnings first, then its drift (not measured when a
+    warning says there is nothing to measure)."""
+    warned = drift.warnings(night)
+    out = [
+        f'<p class="alert" data-figure="warning" data-value="{_e(code)}">{_e(text)}</p>'
+        for code, text in warned.items()
+    ]
+    drifted = [k for k, v in drift.flags(night, cfg).items() if v]
+    if drifted:
+        out.append(
+            f'<p class="alert" data-figure="drift" data-value="{" ".join(drifted)}">Drift above the '
+            f"thresholds: {', '.join(_NAMES[k] for k in drifted)}.</p>"
+        )
+    elif warned:
+        out.append('<p class="alert" data-figure="drift" data-value="">No drift measured.</p>')
+    else:
+        out.append('<p class="ok" data-figure="drift" data-value="">No drift above the thresholds.</p>')
+    return out
 
 
 def _cell(key: str, value: Any, text: str) -> str:

@@ -9,6 +9,10 @@ import pyarrow as pa
 LAKE_SCHEMA_VERSION = 1
 PREDICTIONS_SCHEMA_VERSION = 1
 
+# The longest id, in characters: the contract's `id.maxLength` (prediction_result.schema.json) and the
+# MySQL sink's VARCHAR(255). Ingest quarantines a longer id, so no later stage meets one.
+MAX_ID_CHARS = 255
+
 # lake/texts: one row per kept input row. `label` is null for unlabelled rows. Written by polars,
 # whose strings are large (64-bit offsets); in Parquet they are plain UTF-8 byte arrays either way.
 TEXTS_SCHEMA = pa.schema(

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from pipeline.errors import ConfigError, InputError
 
 DATE = "2026-01-01"
 MB3 = b"x" * (3 << 20)  # a line of 3 MB: read whole, then quarantined as too_long
+OVER = b"y" * (ing.MAX_LINE_BYTES + 1)  # a line over the cap: cut, never held whole, quarantined
 
 
 def parquet(table: pa.Table) -> bytes:
@@ -191,6 +193,39 @@ KINDS = [
         kept=1,
         quarantined={"too_long": 1},
         opts={"block_bytes": 1 << 20},
+    ),
+    Kind(
+        "line_over_the_cap_text",
+        "a.txt",
+        b"one\n" + OVER + b"\ntwo\n",
+        kept=2,
+        quarantined={"too_long": 1},
+        lines={2: "too_long"},
+    ),
+    Kind(
+        "line_over_the_cap_labelled",
+        "a.txt",
+        b"A one\nB " + OVER + b"\nC two\n",
+        kept=2,
+        quarantined={"too_long": 1},
+        lines={2: "too_long"},
+        opts={"format": "labelled"},
+    ),
+    Kind(
+        "line_over_the_cap_jsonl_gz",
+        "a.jsonl.gz",
+        gzip.compress(b'{"text": "one"}\n{"text": "' + OVER + b'"}\n{"text": "two"}\n'),
+        kept=2,
+        quarantined={"too_long": 1},
+        lines={2: "too_long"},
+    ),
+    Kind(  # the cut part holds the closing quote: the records after it are read as they are
+        "line_over_the_cap_csv_zst",
+        "a.csv.zst",
+        zstd(b'id,text\n1,one\n2,"' + OVER + b'"\n3,two\n'),
+        kept=2,
+        quarantined={"too_long": 1},
+        lines={3: "too_long"},
     ),
     Kind(
         "csv_record_over_the_read_block",
@@ -527,6 +562,74 @@ def test_every_row_is_kept_or_quarantined_or_the_file_refused(tmp_path, data, ki
         assert text and text == text.strip() and not re.search(r"[\x00-\x1f\x7f\U0010fc00-\U0010fcff]", text)
 
 
+LONG_LINE_KINDS = [k for k in KINDS if k.id.startswith("line_over_the_cap")]
+
+
+@pytest.mark.parametrize("kind", LONG_LINE_KINDS, ids=lambda k: k.id)
+def test_a_line_over_the_cap_is_quarantined_naming_the_cap(tmp_path, data, kind):
+    src = write_kind(kind, tmp_path / "in")
+    ing.ingest([src], DATE, data, ing.IngestConfig(**kind.opts))
+    assert read(data, "texts")["text"].to_list() == ["one", "two"]  # the lines after it are read
+    (row,) = read(data, "quarantine").rows(named=True)
+    assert row["reason"] == "too_long" and row["detail"] == "line longer than 8 MiB"
+    assert re.fullmatch(r'(B |{"text": ")?y{980,1000}\.\.\.', row["raw"]), row["raw"][:20]  # its start
+
+
+def test_a_parquet_value_over_the_cap_is_quarantined_naming_it(tmp_path, data):
+    src = _put(tmp_path / "a.parquet", parquet(pa.table({"text": ["one", OVER.decode(), "two"]})))
+    ing.ingest([src], DATE, data, ing.IngestConfig())
+    assert read(data, "texts")["text"].to_list() == ["one", "two"]
+    assert read(data, "quarantine").select("line", "reason", "detail").rows() == [
+        (2, "too_long", "`text`: value longer than 8 MiB")
+    ]
+
+
+def run_watched(cmd: list[str], log: Path, limit: int) -> tuple[int, int]:
+    """Run `cmd`: its exit code and its own peak RSS in bytes (from wait4). It is killed once its RSS
+    is seen over `limit`, so that a reader without a bound fails the test rather than the machine."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_maxrss * 1024
+        with open(f"/proc/{proc.pid}/status") as f:
+            rss = next((int(x.split()[1]) * 1024 for x in f if x.startswith("VmRSS:")), 0)  # 0: exited
+        if rss > limit:
+            proc.kill()
+        time.sleep(0.05)
+
+
+INGEST_ONE = """import sys
+from pathlib import Path
+from pipeline import ingest as ing, lake
+ing.ingest([Path(sys.argv[1])], sys.argv[3], lake.DataDir.at(Path(sys.argv[2])), ing.IngestConfig())
+"""
+
+
+@pytest.mark.slow
+def test_a_gibibyte_line_in_gzip_is_quarantined_in_bounded_memory(tmp_path, data):
+    """Issue 26: one line of 1 GiB in a .gz of a few MB; the ingest, in a process of its own, stays
+    under 1.5 GB of RSS (its own high-water mark) and quarantines the line."""
+    src = tmp_path / "one-line.txt.gz"
+    block = b"z" * (16 << 20)
+    with gzip.open(src, "wb", compresslevel=1) as f:  # written as a stream: never 1 GiB in memory here
+        f.write(b"before\n")
+        for _ in range(64):
+            f.write(block)
+        f.write(b"\nafter\n")
+    cmd = [sys.executable, "-c", INGEST_ONE, str(src), str(data.root), DATE]
+    code, peak = run_watched(cmd, tmp_path / "log", limit=3 << 30)
+    assert code == 0, (tmp_path / "log").read_text()[-3000:]
+    assert peak < 1.5e9, f"peak RSS {peak / 2**30:.2f} GiB"
+    assert read(data, "texts")["text"].to_list() == ["before", "after"]
+    assert read(data, "quarantine").select("line", "reason", "detail").rows() == [
+        (2, "too_long", "line longer than 8 MiB")
+    ]
+
+
 def test_quarantine_shows_undecodable_bytes_as_escapes(tmp_path, data):
     src = _put(tmp_path / "a.csv", b"id,text\n1,caf\xe9 \xff\n2,x,\xfe\n")
     ing.ingest([src], DATE, data, ing.IngestConfig())
@@ -637,7 +740,7 @@ def test_bad_command_line_options_are_clear_errors(argv, message):
         ("label_index = true\nclasses = ['a']", r"`label_index`: input should be a valid integer, got True"),
         ("max_bad_fraction = true", r"`max_bad_fraction`: input should be a valid number, got True"),
         ("format = 'xlsx'", r"`format`: input should be 'auto', 'csv', .* got 'xlsx'"),
-        ("colour = 1", r"_ingest\.toml: unknown key `colour`; hint: known keys: block_bytes, classes"),
+        ("colour = 1", r"_ingest\.toml: unknown key `colour`; hint: known keys: backslash_breaks, block_"),
         ("encodng = 'latin-1'", r"unknown key `encodng`; hint: did you mean `encoding`\?"),
         ("block_bytes = 0", r"`block_bytes`: input should be greater than or equal to 1"),
         ("header = ", r"not valid TOML"),

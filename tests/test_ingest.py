@@ -1,14 +1,17 @@
 import gzip
+import json
 from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import write
+from conftest import REPO, write
 
 from pipeline import ingest as ing
 from pipeline.errors import InputError
+from pipeline.schema import MAX_ID_CHARS
 
 DATE = "2026-01-01"
+CONTRACT = REPO.parent / "shared" / "contracts" / "prediction_result.schema.json"
 
 # One row per edge case; the comment says where it must end up.
 BAD_CSV = (
@@ -66,12 +69,15 @@ def test_every_bad_row_is_quarantined_with_its_reason(tmp_path, data):
 
 
 def test_cleaning_normalises_and_fixes_artefacts(tmp_path, data):
-    ing.ingest([write(tmp_path / "in.csv", BAD_CSV)], DATE, data, cfg())
-    texts = dict(
-        zip(*read(data, "texts").select("id", "text").to_dict(as_series=False).values(), strict=True)
-    )
-    assert texts["r7"] == "Quoted, with comma and newline"
-    assert texts["r9"] == "Ünïcode ABC & 's artefacts"
+    src = write(tmp_path / "in.csv", BAD_CSV)
+    for backslash_breaks, r9 in (
+        (True, "Ünïcode ABC & 's artefacts"),
+        (False, "Ünïcode ABC & 's\\ artefacts"),
+    ):
+        ing.ingest([src], DATE, data, cfg(backslash_breaks=backslash_breaks))
+        texts = dict(read(data, "texts").select("id", "text").iter_rows())
+        assert texts["r7"] == "Quoted, with comma and newline"
+        assert texts["r9"] == r9  # the backslash: AG News' line break, or text
 
 
 def test_reingest_gives_byte_identical_files(tmp_path, data):
@@ -89,6 +95,32 @@ def test_ids_are_derived_stably_when_absent(tmp_path, data):
     assert len(set(ids)) == 2 and ids[0].endswith("-2") and ids[1].endswith("-3")
     ing.ingest([src], DATE, data, ing.IngestConfig())
     assert read(data, "texts")["id"].to_list() == ids
+
+
+def test_an_id_over_the_contracts_length_is_quarantined(tmp_path, data):
+    long, longest = "i" * 300, "é" * MAX_ID_CHARS  # characters, not bytes, as in the contract and MySQL
+    ing.ingest([write(tmp_path / "in.csv", f"id,text\n{long},a\n{longest},b\n")], DATE, data, cfg())
+    assert read(data, "texts")["id"].to_list() == [longest]
+    assert read(data, "quarantine").select("line", "reason", "detail").rows() == [
+        (2, "too_long", "the id has 300 characters, over 255")
+    ]
+
+
+def test_the_id_limit_is_the_contracts():
+    if not CONTRACT.is_file():
+        pytest.skip(f"{CONTRACT} is absent")
+    contract = json.loads(CONTRACT.read_text(encoding="utf-8"))
+    assert contract["properties"]["id"]["maxLength"] == MAX_ID_CHARS
+
+
+def test_an_id_holding_a_control_character_is_quarantined_not_changed(tmp_path, data):
+    ids = ["tab\there", "nul\x00x", "esc\x1b[31m", "c1\x85x", "fine", "  padded\t\n"]
+    rows = "".join(json.dumps({"id": i, "text": f"text {n}"}) + "\n" for n, i in enumerate(ids))
+    ing.ingest([write(tmp_path / "in.jsonl", rows)], DATE, data, ing.IngestConfig())
+    assert read(data, "texts")["id"].to_list() == ["fine", "padded"]  # surrounding whitespace: stripped
+    q = read(data, "quarantine")
+    assert q["line"].to_list() == [1, 2, 3, 4] and set(q["reason"]) == {"malformed"}
+    assert set(q["detail"]) == {"the id holds a control character (U+0000-U+001F, U+007F-U+009F)"}
 
 
 def test_parquet_tsv_and_gzip_sources(tmp_path, data):

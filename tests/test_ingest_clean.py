@@ -10,20 +10,21 @@ from pipeline import ingest as ing
 from pipeline.ingest import clean
 
 
-def plain_clean(t: pl.Expr) -> pl.Expr:
+def plain_clean(t: pl.Expr, *, backslash_breaks: bool) -> pl.Expr:
     """The reference: every step on every row."""
     e = t.str.normalize("NFKC")
     for pattern, repl, _ in clean._ENTITIES:
         e = e.str.replace_all(pattern, repl)
-    e = e.str.replace_all("\\", " ", literal=True).str.replace_all(r"\p{Cc}", " ")
+    if backslash_breaks:
+        e = e.str.replace_all("\\", " ", literal=True)
+    e = e.str.replace_all(r"\p{Cc}", " ")
     return e.str.replace_all(r"\s+", " ").str.strip_chars()
 
 
-def both(texts: list[str]) -> tuple[list, list]:
+def both(texts: list[str], *, backslash_breaks: bool = True) -> tuple[list, list]:
     df = pl.DataFrame({"t": texts}, schema={"t": pl.String})
-    return df.select(ing.clean_expr(pl.col("t")))["t"].to_list(), df.select(plain_clean(pl.col("t")))[
-        "t"
-    ].to_list()
+    fast = df.select(ing.clean_expr(pl.col("t"), backslash_breaks=backslash_breaks))["t"].to_list()
+    return fast, df.select(plain_clean(pl.col("t"), backslash_breaks=backslash_breaks))["t"].to_list()
 
 
 # Pieces each fast path must handle: entity remnants (one made by another, one by NFKC), spaces,
@@ -62,8 +63,22 @@ def test_examples():
     )
 )
 def test_fast_paths_equal_the_plain_steps(texts):
-    fast, plain = both(texts)
-    assert fast == plain
+    for backslash_breaks in (False, True):
+        fast, plain = both(texts, backslash_breaks=backslash_breaks)
+        assert fast == plain
+
+
+def test_a_backslash_is_text_unless_the_source_writes_line_breaks_so():
+    texts = ["\\N", "C:\\temp", "a\\b", "path\\\\to", "rate of\\their", "a \\$24 deal"]
+    assert both(texts, backslash_breaks=False)[0] == texts  # kept: `\N` no longer becomes `N`
+    assert both(texts, backslash_breaks=True)[0] == [
+        "N",
+        "C: temp",
+        "a b",
+        "path to",
+        "rate of their",
+        "a $24 deal",
+    ]
 
 
 def test_nfkc_stable_ranges_are_stable_in_any_context():

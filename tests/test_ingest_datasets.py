@@ -15,7 +15,7 @@ DATE = "2026-03-01"
 # The option lines of README's "Ingest the shared data sets" (SOURCE first, --date omitted).
 COMMANDS = {
     "ag_news": "ag_news/train.csv --no-header --label-column 1 --text-column 2 --text-column 3 "
-    "--label-index 1 --classes ag_news/classes.txt",
+    "--label-index 1 --classes ag_news/classes.txt --backslash-breaks",
     "thucnews": "thucnews/train.txt --format tsv --no-header --text-column 1 --label-column 2 "
     "--label-index 0 --classes thucnews/class.txt",
     "trec": "trec/train_5500.label --format labelled --encoding iso-8859-1 --label-coarse-sep :",

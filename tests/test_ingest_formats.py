@@ -2,6 +2,7 @@
 
 import argparse
 import gzip
+import random
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from conftest import write
 
 from pipeline import ingest as ing
 from pipeline.errors import ConfigError, InputError
-from pipeline.ingest import stream, validation
+from pipeline.ingest import decoding, stream, validation
 
 DATE = "2026-01-01"
 FIXTURES = Path(__file__).parent / "fixtures" / "ingest"
@@ -45,6 +46,7 @@ def test_csv_without_header_by_position_with_two_text_columns_and_1_based_labels
         text_columns=("2", "3"),
         label_index=1,
         classes=("World", "Sports", "Business", "Sci/Tech"),
+        backslash_breaks=True,
     )
     assert kept["text"].to_list() == ["Title one Body one", "T2 B2"]
     assert kept["label"].to_list() == ["Business", "World"]
@@ -54,7 +56,7 @@ def test_csv_without_header_by_position_with_two_text_columns_and_1_based_labels
         "label `index 5` is not one of the classes",
         "label `index x` is not one of the classes",
     ]
-    assert m["config"]["text_columns"] == ["2", "3"] and m["cleaning"]["version"] == 2
+    assert m["config"]["text_columns"] == ["2", "3"] and m["cleaning"]["version"] == 3
 
 
 def test_tsv_without_quoting_and_0_based_labels(tmp_path, data):
@@ -312,3 +314,59 @@ def test_command_line_options(tmp_path):
     assert ing.ingest_config_from_args(p.parse_args([])) == ing.IngestConfig()
     with pytest.raises(InputError, match=r"nope\.txt: classes file not found"):
         ing.ingest_config_from_args(p.parse_args(["--classes", str(tmp_path / "nope.txt")]))
+
+
+def cut_reference(data: bytes, cap: int, quote: bytes, ends: bytes) -> bytes:
+    """`Utf8Stream`'s line cap, the plain way: split at every end, cut each line over `cap`."""
+    out, line = bytearray(), bytearray()
+    for b in [*data, None]:
+        if b is not None and b not in ends:
+            line.append(b)
+            continue
+        if len(line) > cap:
+            k = cap - 8
+            while line[k] & 0xC0 == 0x80:  # not inside a character
+                k -= 1
+            odd = quote and line[k:].count(quote) % 2
+            line[k:] = decoding.CUT.encode() + (quote if odd else b"")
+        out += line + (bytes([b]) if b is not None else b"")
+        line.clear()
+    return bytes(out)
+
+
+class Trickle:
+    """A raw stream that returns a random number of bytes per read (chunk boundaries anywhere)."""
+
+    def __init__(self, data: bytes, rng: random.Random) -> None:
+        self.data, self.rng = data, rng
+
+    def read(self, n: int) -> bytes:
+        k = min(n, self.rng.choice([1, 3, 7, 16, 40, 1000]))
+        out, self.data = self.data[:k], self.data[k:]
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_long_lines_are_cut_the_same_whatever_the_chunks(monkeypatch):
+    """With a cap of 16 bytes: lines of every length around it, multibyte characters and quotes,
+    read through chunks of random sizes, come out as the plain reference cuts them."""
+    cap = 16
+    monkeypatch.setattr(decoding, "MAX_LINE_BYTES", cap)
+    monkeypatch.setattr(decoding, "_KEEP", cap - 8)
+    rng = random.Random(7)
+    for _ in range(2000):
+        quote, ends = rng.choice([b"", b'"']), rng.choice([b"\n", b"\r\n"])
+        pieces = []
+        for _ in range(rng.randint(0, 6)):
+            n = rng.choice([0, 1, cap // 4, cap - 1, cap, cap + 1, 3 * cap, rng.randint(0, 5 * cap)])
+            pieces.append("".join(rng.choice('aé中"𝄞') for _ in range(n)).encode())
+            pieces.append(rng.choice([b"\n", b"\r", b"\r\n", b""]))
+        raw = b"".join(pieces)
+        s = decoding.Utf8Stream(Trickle(raw, rng), "utf-8", quote.decode(), line_ends=ends)
+        got = []
+        while part := s.read(rng.choice([1, 5, cap, 4 * cap])):
+            got.append(part)
+        assert b"".join(got) == cut_reference(raw, cap, quote, ends), raw
+        assert s.cut == b"".join(got).count(decoding.CUT.encode())

@@ -100,6 +100,22 @@ def test_a_report_folder_that_is_a_link_is_refused_and_left_alone(root, tmp_path
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
 
 
+def test_a_night_that_scored_no_rows_says_so_on_its_page(root):
+    data, cfg, date = lake.DataDir.at(root), ReportConfig(), "2026-01-07"
+    lake.write_bytes(data.raw(date) / "news.csv", b"id,text\n1,\n2,   \n")  # every row quarantined
+    night = summarize(data, date, cfg)
+    assert night["rows_scored"] == 0 and night["rows_quarantined"] == 2
+    message = "No rows were scored this night: all 2 rows read were quarantined."
+    assert list(night["warnings"]) == ["no_rows"] and night["warnings"]["no_rows"].startswith(message)
+    assert drift.read_summary(data, date)["warnings"] == night["warnings"]  # in summary.json
+    page = nightreport.write_night_report(data, date, cfg).read_text()
+    assert f'<p class="alert" data-figure="warning" data-value="no_rows">{message}' in page
+    assert "No drift measured." in page and "No drift above the thresholds" not in page
+    # an ordinary night warns of nothing
+    assert summarize(data, ORDINARY, cfg)["warnings"] == {}
+    assert 'data-figure="warning"' not in nightreport.write_night_report(data, ORDINARY, cfg).read_text()
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_fail_on_drift_fails_the_run_after_writing_every_output(root, exporter, capsys):
     base = ["--data-dir", str(root)]

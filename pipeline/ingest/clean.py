@@ -1,8 +1,10 @@
-"""Text cleaning: the one normalisation every text gets, at ingest; the lake holds only cleaned text,
+r"""Text cleaning: the one normalisation every text gets, at ingest; the lake holds only cleaned text,
 which training and scoring read.
 
-`CLEANING` describes it (recorded in each manifest); `clean_series` applies it, with fast paths for the
-rows a step cannot change.
+`CLEANING` describes it (recorded in each manifest, beside the options); `clean_series` applies it, with
+fast paths for the rows a step cannot change. One step belongs to a format, not to text: AG News writes
+a line break as a backslash (`rate of\their`, `a \$24 million deal`), which only `backslash_breaks`
+turns into a space; anywhere else a backslash is text (`\N`, `C:\temp`, `a\b`) and is kept.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import polars as pl
 
 # The cleaning applied to every text at ingest; recorded in each manifest.
 CLEANING = {
-    "version": 2,
+    "version": 3,
     "unicode": "NFKC",
     "control_chars": "to space",
     "whitespace": "collapsed and stripped",
-    "artefacts": "HTML entity remnants (#39; quot; amp; ...) decoded, backslash line breaks to space",
+    "artefacts": "HTML entity remnants (#39; quot; amp; ...) decoded",
+    "backslash_breaks": "with that option (AG News): a backslash is a line break, to space",
 }
 _ENTITIES = [  # (regex, replacement, literals one of which every match holds): AG News style remnants
     (r"&?#39;", "'", ["#39;"]),
@@ -39,19 +42,31 @@ _ENTITY_LITERALS = sorted({lit for _, _, lits in _ENTITIES for lit in lits})
 # a text made only of these skips the normaliser, which is most of the cost of cleaning.
 NFKC_STABLE = [(0x00, 0x7F), (0xC0, 0xFF), (0x3001, 0x3002), (0x3400, 0x4DBF), (0x4E00, 0x9FFF)]
 _NFKC_UNSTABLE_RE = "[^" + "".join(rf"\x{{{a:X}}}-\x{{{b:X}}}" for a, b in NFKC_STABLE) + "]"
-# Backslash, whitespace and control characters: every run becomes one space (a lone space is left be).
-_SPACES_RE = r"[\\\s\p{Cc}]{2,}|[\\\p{Cc}]|[^\S ]"
-_SPACES_FIX_RE = _SPACES_RE + "|^ | $"  # a row the spaces step changes
-_TODO_RE = _NFKC_UNSTABLE_RE + "|" + _SPACES_FIX_RE  # a row NFKC or the spaces step may change
 
 
-def clean_expr(text: pl.Expr) -> pl.Expr:
+def _spaces_re(breaks: bool) -> str:
+    """Whitespace and control characters (and backslashes, with `breaks`): every run becomes one space
+    (a lone space is left be)."""
+    extra = r"\\" if breaks else ""
+    return rf"[{extra}\s\p{{Cc}}]{{2,}}|[{extra}\p{{Cc}}]|[^\S ]"
+
+
+# by `backslash_breaks`: the spaces step, the rows it changes, the rows NFKC or the spaces step may change
+_SPACES_RE = {b: _spaces_re(b) for b in (False, True)}
+_SPACES_FIX_RE = {b: _SPACES_RE[b] + "|^ | $" for b in (False, True)}
+_TODO_RE = {b: _NFKC_UNSTABLE_RE + "|" + _SPACES_FIX_RE[b] for b in (False, True)}
+
+
+def clean_expr(text: pl.Expr, *, backslash_breaks: bool = False) -> pl.Expr:
     """The cleaning step, as a polars expression over a string column (see `clean_series`)."""
-    return text.map_batches(clean_series, return_dtype=pl.String)
+    return text.map_batches(
+        lambda s: clean_series(s, backslash_breaks=backslash_breaks), return_dtype=pl.String
+    )
 
 
-def clean_series(s: pl.Series) -> pl.Series:
-    """NFKC, then the entity fixes, then backslash/control/whitespace runs to one space, then strip.
+def clean_series(s: pl.Series, *, backslash_breaks: bool = False) -> pl.Series:
+    """NFKC, then the entity fixes, then control/whitespace runs (and backslashes, with
+    `backslash_breaks`) to one space, then strip.
 
     Each costly step runs only on the rows it can change (gathered, fixed, scattered back). One regex
     pass finds the rows holding a character outside `NFKC_STABLE` or something to collapse or strip
@@ -70,7 +85,7 @@ def clean_series(s: pl.Series) -> pl.Series:
         if len(rows):
             s = s.scatter(rows, step(s.gather(rows)))
 
-    todo = np.flatnonzero(s.str.contains(_TODO_RE).fill_null(False).to_numpy())
+    todo = np.flatnonzero(s.str.contains(_TODO_RE[backslash_breaks]).fill_null(False).to_numpy())
     fix(rows_matching(todo, _NFKC_UNSTABLE_RE), lambda x: x.str.normalize("NFKC"))
     semicolon = np.flatnonzero(s.str.contains(";", literal=True).fill_null(False).to_numpy())
     found = set(
@@ -86,5 +101,9 @@ def clean_series(s: pl.Series) -> pl.Series:
     if steps:
         fix(semicolon, entities)
     spaced = np.union1d(todo, semicolon) if "nbsp;" in found else todo
-    fix(rows_matching(spaced, _SPACES_FIX_RE), lambda x: x.str.replace_all(_SPACES_RE, " ").str.strip_chars())
+    spaces = _SPACES_RE[backslash_breaks]
+    fix(
+        rows_matching(spaced, _SPACES_FIX_RE[backslash_breaks]),
+        lambda x: x.str.replace_all(spaces, " ").str.strip_chars(),
+    )
     return s

@@ -17,8 +17,10 @@ import pyarrow.csv as pacsv
 
 from pipeline.errors import InputError
 from pipeline.ingest.batch import ReaderBatch, resolve_columns
-from pipeline.ingest.decoding import open_text, show
-from pipeline.ingest.options import EMPTY_TEXT, MALFORMED, IngestConfig
+from pipeline.ingest.decoding import CUT, cut_rows, drop_values, open_text, show, show_cut
+from pipeline.ingest.options import EMPTY_TEXT, LONG_LINE, MALFORMED, TOO_LONG, IngestConfig
+
+_LINE_ENDS = b"\r\n"  # a record ends at either (pyarrow's rule): so does a line `Utf8Stream` may cut
 
 
 def _csv_error(path: Path, e: Exception, where: str, block: int) -> InputError:
@@ -51,7 +53,7 @@ def csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[Reade
     block = max(cfg.block_bytes, 1 << 16)  # the header probe
     try:
         with (
-            open_text(path, cfg.encoding) as s,
+            open_text(path, cfg.encoding, line_ends=_LINE_ENDS) as s,
             pacsv.open_csv(
                 s,
                 read_options=pacsv.ReadOptions(
@@ -77,7 +79,7 @@ def csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[Reade
     pending: list[pacsv.InvalidRow] = []
     held: ReaderBatch | None = None  # the last batch waits: its last record may hold an unclosed quote
     last_value: str | None = None  # the last field of the last record, when that record parsed
-    with open_text(path, cfg.encoding, quote) as stream:
+    with open_text(path, cfg.encoding, quote, line_ends=_LINE_ENDS) as stream:
         try:
             reader = pacsv.open_csv(
                 stream,
@@ -117,6 +119,8 @@ def csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[Reade
                 if total:
                     out, nl = _csv_batch(batch, roles, mine, record, line, total, stream.quoted)
                     out.escaped = stream.escaped
+                    if stream.cut:
+                        _quarantine_cut(out)
                     if held is not None:
                         yield held
                     held = out
@@ -135,6 +139,19 @@ def csv_batches(path: Path, cfg: IngestConfig, delimiter: str) -> Iterator[Reade
                 held.reason[-1], held.raw[-1] = MALFORMED, show(last_value)
                 held.detail[-1] = f"a {quote} opened in this record is never closed (it runs to the end)"
             yield held
+
+
+def _quarantine_cut(b: ReaderBatch) -> None:
+    """Records holding a line `Utf8Stream` cut (parsed or not) are too long; their values go."""
+    hit = np.array([r is not None and CUT in r for r in b.raw], dtype=bool)
+    for arr in b.cols.values():
+        hit |= cut_rows(arr)
+    for i in np.flatnonzero(hit).tolist():
+        values = [b.raw[i]] if b.raw[i] is not None else [a[i].as_py() for a in b.cols.values()]
+        b.reason[i], b.detail[i] = TOO_LONG, LONG_LINE
+        b.raw[i] = show_cut(next(v for v in values if v is not None and CUT in v))
+    if hit.any():
+        b.cols = {r: drop_values(a, hit) for r, a in b.cols.items()}
 
 
 def _unclosed(last_value: str, tail: bytes, quote: bytes) -> bool:

@@ -28,6 +28,13 @@ Format = Literal["auto", "csv", "tsv", "jsonl", "text", "labelled", "fasttext", 
 FORMATS: tuple[str, ...] = get_args(Format)
 FOLDER_CONFIG = "_ingest.toml"  # per raw/<date>/ options; files starting with `_` or `.` are not sources
 
+# The longest line (of a text format, after decoding) or Parquet value a reader hands on: a longer one
+# is quarantined as too long, and the rest of it is read past, never held (decoding.Utf8Stream). With
+# the read block, it bounds every reader's memory whatever the input's line lengths.
+MAX_LINE_BYTES = 8 << 20
+LONG_LINE = f"line longer than {MAX_LINE_BYTES >> 20} MiB"  # the quarantine's detail for one
+LONG_VALUE = f"value longer than {MAX_LINE_BYTES >> 20} MiB"  # and for a Parquet value
+
 
 @settings
 class IngestConfig:
@@ -47,6 +54,9 @@ class IngestConfig:
         None, "CSV quote character; none: \" for CSV, no quoting for TSV; '' turns quoting off"
     )
     encoding: str = setting("utf-8", "the sources' text encoding, e.g. iso-8859-1, cp1252, gb18030")
+    backslash_breaks: bool = setting(
+        False, "AG News: a backslash stands for a line break and becomes a space (else it is text, kept)"
+    )
     label_sep: str | None = setting(
         None, "labelled lines: the separator after the label; none: the first whitespace"
     )
@@ -58,7 +68,9 @@ class IngestConfig:
     classes: tuple[str, ...] | None = setting(None, "the class names; labels not among them are quarantined")
     max_text_chars: int = setting(10_000, "longer texts are quarantined", ge=1)
     max_bad_fraction: float = setting(1.0, "more quarantined rows than this fails the ingest", ge=0, le=1)
-    block_bytes: int = setting(8 << 20, "bytes read per batch from text formats", ge=1)
+    block_bytes: int = setting(
+        MAX_LINE_BYTES, "bytes read per batch from text formats (CSV: the longest record it can read)", ge=1
+    )
 
     def __post_init__(self) -> None:
         if not self.text_columns:
@@ -155,6 +167,7 @@ def load_folder_config(folder: Path) -> IngestConfig:
         text_columns = ["2", "3"]
         label_index = 1
         classes = "_classes.txt"   # relative to the folder; `_` keeps it from being ingested
+        backslash_breaks = true    # AG News writes a line break as a backslash
     """
     path = folder / FOLDER_CONFIG
     if not path.is_file():
@@ -177,7 +190,7 @@ def _unescape(s: str) -> str:
 
 
 _FLAG_GROUPS = {
-    "reading": ["format", "header", "delimiter", "quote", "encoding"],
+    "reading": ["format", "header", "delimiter", "quote", "encoding", "backslash_breaks"],
     "columns (a name, or a 1-based position)": ["text_columns", "label_column", "id_column"],
     "labels": ["classes", "label_index", "label_sep", "label_prefix", "label_coarse_sep"],
     "validation": ["max_text_chars", "max_bad_fraction"],

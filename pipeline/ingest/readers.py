@@ -25,9 +25,19 @@ import pyarrow.parquet as pq
 from pipeline.errors import InputError
 from pipeline.ingest import decoding
 from pipeline.ingest.batch import ReaderBatch, resolve_columns
-from pipeline.ingest.decoding import decode, open_text, show
+from pipeline.ingest.decoding import cut_rows, decode, drop_values, open_text, show, show_cut
 from pipeline.ingest.delimited import csv_batches
-from pipeline.ingest.options import EMPTY_TEXT, FORMATS, MALFORMED, UNDECODABLE, IngestConfig
+from pipeline.ingest.options import (
+    EMPTY_TEXT,
+    FORMATS,
+    LONG_LINE,
+    LONG_VALUE,
+    MALFORMED,
+    MAX_LINE_BYTES,
+    TOO_LONG,
+    UNDECODABLE,
+    IngestConfig,
+)
 
 _EXTENSIONS = {
     ".csv": "csv",
@@ -69,23 +79,29 @@ def check_source(path: Path, cfg: IngestConfig) -> str:
     return fmt
 
 
-def _line_blocks(path: Path, cfg: IngestConfig) -> Iterator[tuple[pa.Array, int, bool]]:
-    """(lines as binary without their end of line, number of the first line, escaped) per block."""
+def _line_blocks(path: Path, cfg: IngestConfig) -> Iterator[tuple[pa.Array, int, bool, bool]]:
+    """(lines as binary without their end of line, number of the first line, escaped, cut) per block.
+
+    A line longer than `MAX_LINE_BYTES` arrives cut, ending in `CUT` (`Utf8Stream`): what is held of
+    a line is bounded, however long the line is.
+    """
     with open_text(path, cfg.encoding) as stream:
-        rest, first, start = b"", True, 1
+        parts: list[bytes] = []  # the line begun in earlier blocks
+        first, start = True, 1
         while True:
             buf = stream.read(cfg.block_bytes)
             if first:
                 buf, first = buf.removeprefix(codecs.BOM_UTF8), False
-            data = rest + buf
-            cut = data.rfind(b"\n") if buf else len(data)
-            if cut < 0:
-                rest = data
+            end = buf.rfind(b"\n")
+            if buf and end < 0:
+                parts.append(buf)
                 continue
-            block, rest = data[:cut], data[cut + 1 :]
+            head = buf[:end] if buf else b""
+            block = b"".join([*parts, head]) if any(parts) else head
+            parts = [buf[end + 1 :]] if buf else []
             if buf or block:
                 lines = pc.split_pattern(pa.array([block], pa.large_binary()), pattern=b"\n").flatten()
-                yield lines, start, stream.escaped
+                yield lines, start, stream.escaped, stream.cut > 0
                 start += len(lines)
             if not buf:
                 return
@@ -98,13 +114,17 @@ def _text_batches(path: Path, cfg: IngestConfig, fmt: str) -> Iterator[ReaderBat
     resolve_columns(path, names, replace(cfg, id_column=None))
     sep = cfg.label_sep
     prefix = cfg.label_prefix or ("__label__" if fmt == "fasttext" else "")
-    for lines, start, escaped in _line_blocks(path, cfg):
+    for lines, start, escaped, cut in _line_blocks(path, cfg):
         n = len(lines)
+        reason: list[str | None] = [None] * n
+        detail: list[str | None] = [None] * n
+        raw: list[str | None] = [None] * n
+        if cut:
+            lines = _quarantine_cut(lines, reason, detail, raw)
         text, bad_bytes = decode(lines, escaped=escaped)
         s = pl.Series("l", text).str.strip_suffix("\r")
-        reason: list[str | None] = [UNDECODABLE if b else None for b in bad_bytes]
-        detail: list[str | None] = ["not valid " + cfg.encoding if b else None for b in bad_bytes]
-        raw = [show(lines[i].as_py()) if b else None for i, b in enumerate(bad_bytes)]
+        for i in np.flatnonzero(bad_bytes).tolist():
+            reason[i], detail[i], raw[i] = UNDECODABLE, "not valid " + cfg.encoding, show(lines[i].as_py())
         cols: dict[str, pa.Array] = {}
         if fmt == "text":
             cols["text0"] = s.to_arrow()
@@ -127,6 +147,16 @@ def _text_batches(path: Path, cfg: IngestConfig, fmt: str) -> Iterator[ReaderBat
                 raw[i] = s[i]
             cols["label"], cols["text0"] = label.to_arrow(), parts["text"].to_arrow()
         yield ReaderBatch(np.arange(start, start + n, dtype=np.int64), cols, reason, detail, raw)
+
+
+def _quarantine_cut(
+    lines: pa.Array, reason: list[str | None], detail: list[str | None], raw: list[str | None]
+) -> pa.Array:
+    """Give the lines `Utf8Stream` cut their reason; `lines` without them (null: nothing to parse)."""
+    hit = cut_rows(lines)
+    for i in np.flatnonzero(hit).tolist():
+        reason[i], detail[i], raw[i] = TOO_LONG, LONG_LINE, show_cut(_head(lines.slice(i, 1))[0].as_py())
+    return drop_values(lines, hit)
 
 
 def _re_escape(s: str) -> str:
@@ -155,14 +185,18 @@ def _jsonl_batches(path: Path, cfg: IngestConfig) -> Iterator[ReaderBatch]:
     keys: dict[str, str | None] = {f"text{i}": c for i, c in enumerate(cfg.text_columns)}
     keys |= {"label": cfg.label_column, "id": cfg.id_column}
     seen_text = False
-    for lines, start, escaped in _line_blocks(path, cfg):
-        text, bad_bytes = decode(lines, escaped=escaped)
+    for lines, start, escaped, cut in _line_blocks(path, cfg):
         n = len(lines)
-        vals: dict[str, list[str | None]] = {k: [None] * n for k in keys}
         reason: list[str | None] = [None] * n
         detail: list[str | None] = [None] * n
         raw: list[str | None] = [None] * n
+        if cut:
+            lines = _quarantine_cut(lines, reason, detail, raw)
+        text, bad_bytes = decode(lines, escaped=escaped)
+        vals: dict[str, list[str | None]] = {k: [None] * n for k in keys}
         for i, t in enumerate(text.to_pylist()):
+            if reason[i] is not None:
+                continue
             if bad_bytes[i]:
                 reason[i], detail[i], raw[i] = (
                     UNDECODABLE,
@@ -208,6 +242,8 @@ def _is_scalar(t: pa.DataType) -> bool:
 
 
 def _parquet_batches(path: Path, cfg: IngestConfig) -> Iterator[ReaderBatch]:
+    """Batches of 65,536 rows. pyarrow decodes a value whole, so its memory bound is the file's
+    largest page, not `MAX_LINE_BYTES`: a longer value is quarantined and dropped as soon as read."""
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:
@@ -226,10 +262,28 @@ def _parquet_batches(path: Path, cfg: IngestConfig) -> Iterator[ReaderBatch]:
         for batch in pf.iter_batches(batch_size=65_536, columns=sorted(set(roles.values()))):
             n = batch.num_rows
             cols = {r: _as_text(batch.column(c)) for r, c in roles.items()}
-            yield ReaderBatch(
-                np.arange(start, start + n, dtype=np.int64), cols, [None] * n, [None] * n, [None] * n
-            )
+            reason: list[str | None] = [None] * n
+            detail: list[str | None] = [None] * n
+            raw: list[str | None] = [None] * n
+            long = np.zeros(n, dtype=bool)  # a value over the cap: quarantined, dropped before cleaning
+            for r, c in cols.items():
+                over = pc.fill_null(pc.greater(pc.binary_length(c), MAX_LINE_BYTES), False)
+                over = over.to_numpy(zero_copy_only=False)
+                for i in np.flatnonzero(over & ~long).tolist():
+                    reason[i], detail[i] = TOO_LONG, f"`{roles[r]}`: {LONG_VALUE}"
+                    raw[i] = show_cut(_head(c.slice(i, 1))[0].as_py())
+                long |= over
+            if long.any():
+                cols = {r: drop_values(c, long) for r, c in cols.items()}
+            yield ReaderBatch(np.arange(start, start + n, dtype=np.int64), cols, reason, detail, raw)
             start += n
+
+
+def _head(values: pa.Array) -> pa.Array:
+    """The first 1,000 characters (or 4,000 bytes) of each value, for the quarantine."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return pc.utf8_slice_codeunits(values, 0, 1000)
+    return pc.binary_slice(values, 0, 4000)
 
 
 def _as_text(col: pa.Array) -> pa.Array:

@@ -13,10 +13,23 @@ import numpy as np
 import polars as pl
 
 from pipeline.ingest.clean import clean_series
-from pipeline.ingest.options import DUPLICATE_ID, EMPTY_TEXT, TOO_LONG, UNKNOWN_LABEL, IngestConfig
+from pipeline.ingest.options import (
+    DUPLICATE_ID,
+    EMPTY_TEXT,
+    MALFORMED,
+    TOO_LONG,
+    UNKNOWN_LABEL,
+    IngestConfig,
+)
+from pipeline.schema import MAX_ID_CHARS
 
 # A text of nothing but format characters (zero-width spaces, direction marks, a BOM) is empty too.
 _INVISIBLE = r"^[\p{Cf}\s]*$"
+# Ids are keys, not text: one over the contract's length, or holding a control character (a tab, a
+# NUL, an escape), is quarantined rather than changed, so an id always matches the source's row and
+# reads back the same from every sink (surrounding whitespace alone is stripped).
+_ID_TOO_LONG = pl.col("id").str.len_chars() > MAX_ID_CHARS
+_ID_CONTROL = pl.col("id").str.contains(r"\p{Cc}")
 
 
 def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str | Callable[[], str]) -> pl.DataFrame:
@@ -24,7 +37,8 @@ def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str | Callable[[
 
     A missing id becomes `{id_prefix}-{line}`; `id_prefix` may be a function, called only then (the
     ingest loop passes the source's hash, computed while the first batches are read). Duplicate ids
-    are not looked at here: they depend on every row before (`repeated`, `mark_duplicates`).
+    are not looked at here: they depend on every row before (`repeated`, `mark_duplicates`). An id over
+    `MAX_ID_CHARS` is too long, one holding a control character malformed.
     """
     label = pl.col("label").str.strip_chars().replace("", None)
     if cfg.label_coarse_sep:
@@ -40,11 +54,15 @@ def validate(df: pl.DataFrame, cfg: IngestConfig, *, id_prefix: str | Callable[[
     if ids.null_count():  # derived ids, only when needed: formatting every row is not free
         prefix = id_prefix() if callable(id_prefix) else id_prefix
         ids = df.select(pl.coalesce(ids, pl.format("{}-{}", pl.lit(prefix), pl.col("line")))).to_series()
-    text = clean_series(df["raw"])
+    text = clean_series(df["raw"], backslash_breaks=cfg.backslash_breaks)
     df = df.with_columns(text.alias("text"), ids.alias("id"), label.alias("label"))
     reason = (
         pl.when(pl.col("reason").is_not_null())
         .then(pl.col("reason"))
+        .when(_ID_TOO_LONG)
+        .then(pl.lit(TOO_LONG))
+        .when(_ID_CONTROL)
+        .then(pl.lit(MALFORMED))
         .when(_invisible(text))
         .then(pl.lit(EMPTY_TEXT))
         .when(pl.col("text").str.len_chars() > cfg.max_text_chars)
@@ -110,7 +128,11 @@ def _explain(df: pl.DataFrame, cfg: IngestConfig) -> pl.DataFrame:
         .then(pl.lit("nothing visible left after cleaning"))
         .when(pl.col("reason") == UNKNOWN_LABEL)
         .then(pl.format("label `{}` is not one of the classes", "label"))
+        .when((pl.col("reason") == TOO_LONG) & _ID_TOO_LONG)
+        .then(pl.format("the id has {} characters, over {}", pl.col("id").str.len_chars(), MAX_ID_CHARS))
         .when(pl.col("reason") == TOO_LONG)
         .then(pl.format("{} characters, over {}", pl.col("text").str.len_chars(), pl.lit(cfg.max_text_chars)))
+        .when((pl.col("reason") == MALFORMED) & _ID_CONTROL)
+        .then(pl.lit("the id holds a control character (U+0000-U+001F, U+007F-U+009F)"))
         .alias("detail")
     )

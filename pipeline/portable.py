@@ -217,6 +217,7 @@ GOLDEN_TEXTS = [
     "Stocks RALLY as the market climbs",
     "first line<br />second line<BR />third",
     'he said "no" ; then: yes',
+    "rate of\\their \\N C:\\temp",
     "Wait... what?! (really) it's 3.5%, ok",
     "股市 银行利润 market 足球比赛",
     "<pad> and <unk> are words here",

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from pipeline import lake, settings
 from pipeline.errors import ConfigError, DamagedFileError, InputError, ModelError
+from pipeline.ingest.clean import SAME_TOKENS
 from pipeline.model import ModelConfig, TextClassifier, nonfinite_tensors
 from pipeline.schema import LAKE_SCHEMA_VERSION
 from pipeline.vocab import PAD, UNK, Vocab, load_vocab
@@ -237,7 +238,7 @@ def check_compatible(lm: LoadedModel, lake_manifest: dict[str, Any], *, where: P
         raise ModelError(msg)
     cleaning = lm.meta.get("cleaning_version")
     got = (lake_manifest.get("cleaning") or {}).get("version")
-    if cleaning is not None and got != cleaning:
+    if cleaning is not None and got != cleaning and {got, cleaning} not in SAME_TOKENS:
         msg = (
             f"{where}: texts cleaned with cleaning version {got}, but model {lm.version} was trained on "
             f"version {cleaning}; hint: re-ingest the partition so training and scoring see the same text"

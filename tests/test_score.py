@@ -293,3 +293,19 @@ def test_non_finite_scores_are_refused_at_the_shard(scored):
     with pytest.raises(ModelError, match=expected):
         score_partition(scored, DAY, ScoreConfig())
     assert not scored.predictions(DAY).exists()
+
+
+def test_a_model_of_cleaning_2_scores_cleaning_3_text_and_no_other(scored):
+    """Cleaning 3 keeps the backslashes that 2 turned into spaces, and the tokenizer splits at them as at
+    a space (tests/test_tokenize.py): a model trained before scores tonight's partition. Other versions
+    are refused."""
+    lm = registry.load_model(scored.models)
+    manifest = lake.read_manifest(scored.texts(DAY))
+    assert manifest["cleaning"]["version"] == 3
+    for trained_on, ok in ((2, True), (3, True), (1, False)):
+        lm.meta["cleaning_version"] = trained_on
+        if ok:
+            registry.check_compatible(lm, manifest, where=scored.texts(DAY))
+        else:
+            with pytest.raises(ModelError, match="cleaned with cleaning version 3, but model"):
+                registry.check_compatible(lm, manifest, where=scored.texts(DAY))

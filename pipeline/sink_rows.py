@@ -17,14 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.errors import InputError
-from pipeline.schema import META_CLASSES, META_SCHEMA_VERSION, PREDICTIONS_SCHEMA_VERSION
+from pipeline.schema import MAX_ID_CHARS, META_CLASSES, META_SCHEMA_VERSION, PREDICTIONS_SCHEMA_VERSION
 
 # (column, SQL type, DATA_TYPE values information_schema may report for it): the table's contract.
 # `probs` is JSON keyed by class name, as in go-exporter's PredictionResult; MariaDB reports JSON as
 # longtext. utf8mb4_bin: ids differing only in case are different rows.
 COLUMNS: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("date", "DATE NOT NULL", frozenset({"date"})),
-    ("id", "VARCHAR(255) NOT NULL", frozenset({"varchar"})),
+    ("id", f"VARCHAR({MAX_ID_CHARS}) NOT NULL", frozenset({"varchar"})),  # the contract's id.maxLength
     ("text", "MEDIUMTEXT NOT NULL", frozenset({"mediumtext"})),
     ("label", "VARCHAR(255) NOT NULL", frozenset({"varchar"})),
     ("label_id", "INT NOT NULL", frozenset({"int"})),

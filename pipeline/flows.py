@@ -339,6 +339,9 @@ def nightly_flow(
     `workers`, the date's sources are read and its shards scored on the task runner's workers. With
     `retention.after_run`, a night that succeeded ends with `pipeline gc`."""
     t0, cfg, score = time.perf_counter(), report or ReportConfig(), score or ScoreConfig()
+    # named in the body, not only in an annotation: a served run gets this function by value (cloudpickle),
+    # with only the globals its code names, and Prefect checks the parameters against the annotations
+    retention = retention or RetentionConfig()
     date = lake.parse_date(date or dt.datetime.now(dt.UTC).date().isoformat())
     url = mysql_client.resolve_url(mysql_url)
     day = {
@@ -353,7 +356,7 @@ def nightly_flow(
     _report_pages(root, [day], cfg)
     summary = _publish_summary(root, "nightly", [day], t0)
     _check_drift(summary, cfg)
-    if retention is not None and retention.after_run:
+    if retention.after_run:
         summary["gc"] = gc_task(root, retention, date)
     return summary
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -41,6 +43,21 @@ def exporter() -> Path:
         if os.environ.get("CI"):
             raise
         pytest.skip("go-exporter is not built; `make setup` builds it")
+
+
+@pytest.fixture(autouse=True)
+def _prefect_console_outlives_capture():
+    """Prefect's console handler (on the root logger) writes to the stderr of the moment Prefect was first
+    imported. Imported in a test that captures output, that stream is closed when the test ends, and every
+    later log line then printed a `--- Logging error --- Traceback` into whichever test was running (which
+    failed the tests that check a command prints no traceback). After each test, a handler left holding a
+    closed stream writes to the real stderr again."""
+    yield
+    for h in logging.getLogger().handlers:
+        if isinstance(h, logging.StreamHandler) and getattr(h.stream, "closed", False):
+            h.stream = sys.__stderr__  # not setStream: it would flush the closed one
+            if hasattr(h, "console"):  # PrefectConsoleHandler prints through a rich Console on that stream
+                h.console.file = sys.__stderr__
 
 
 @pytest.fixture(scope="session")
